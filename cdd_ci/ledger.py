@@ -1,0 +1,128 @@
+"""The write-ahead ledger: what a run may have created, written before it creates it.
+
+A run records itself in `.cdd/runs/<run_id>/ledger.json` *before* the first `vagrant up`
+and updates the record as machines come up. Teardown in another process (`cdd destroy`, the
+reaper) needs nothing else: not the process that started the run, not its memory, not even
+Vagrant's own `.vagrant` state, because every machine's provider-level name is derived from
+the run id. While a run is alive it holds an exclusive lock on `.cdd/runs/<run_id>/lock`, so
+other processes can tell a live run from the remains of a killed one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO
+
+LEDGER = "ledger.json"
+LOCK = "lock"
+
+
+@dataclass
+class Ledger:
+    run_id: str
+    environment: str
+    directory: str
+    """The Vagrantfile directory."""
+    provider: str
+    machines: list[str]
+    vagrant_env: dict[str, str]
+    """Exactly the variables the run gave Vagrant; destroy must see the same Vagrantfile."""
+    started_at: float
+    command: str = "run"
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
+    config: str = ""
+    machine_states: dict[str, str] = field(default_factory=dict)
+    phase: str = "created"
+    finished_at: float = 0.0
+    hold_until: float = 0.0
+    """Set when a failed environment is kept for debugging; the reaper honours it."""
+    heartbeat: float = 0.0
+
+    @property
+    def dotfile_path(self) -> str:
+        return self.vagrant_env.get("VAGRANT_DOTFILE_PATH", "")
+
+
+def new_run_id(now: float | None = None) -> str:
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now if now is not None else time.time()))
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+class LedgerStore:
+    """The ledgers of one project, under its state directory (`.cdd/`)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.runs_dir = state_dir / "runs"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def write(self, ledger: Ledger) -> None:
+        """Atomically replace the record: a crash mid-write must not lose it."""
+        ledger.heartbeat = time.time()
+        path = self.run_dir(ledger.run_id) / LEDGER
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            json.dump(asdict(ledger), fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def read(self, run_id: str) -> Ledger:
+        data = json.loads((self.run_dir(run_id) / LEDGER).read_text(encoding="utf-8"))
+        return Ledger(**data)
+
+    def all(self) -> list[Ledger]:
+        """Every recorded run, oldest first; unreadable records are skipped, not fatal."""
+        out: list[Ledger] = []
+        if not self.runs_dir.is_dir():
+            return out
+        for path in sorted(self.runs_dir.glob(f"*/{LEDGER}")):
+            try:
+                out.append(Ledger(**json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError, TypeError):
+                continue
+        return sorted(out, key=lambda led: led.started_at)
+
+    def forget(self, run_id: str) -> None:
+        """Drop a run whose machines are verified gone; its logs live on in reports/."""
+        run_dir = self.run_dir(run_id)
+        for path in sorted(run_dir.rglob("*"), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+        if run_dir.exists():
+            run_dir.rmdir()
+
+    def acquire(self, run_id: str) -> IO[str]:
+        """Hold the run's liveness lock for as long as the returned file stays open."""
+        path = self.run_dir(run_id) / LOCK
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = path.open("w")
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fh.write(str(os.getpid()))
+        fh.flush()
+        return fh
+
+    def is_live(self, run_id: str) -> bool:
+        """True while some process holds the run's lock (flock dies with its holder)."""
+        path = self.run_dir(run_id) / LOCK
+        if not path.exists():
+            return False
+        with path.open("a") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return False

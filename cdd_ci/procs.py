@@ -1,0 +1,169 @@
+"""Subprocesses that cannot outlive their timeout.
+
+Vagrant forks Ruby, which forks ssh, lxc-start or docker; killing only the direct child
+leaves the grandchildren holding the machine. Every command therefore runs in its own
+process group (session), and a timeout or an interruption kills the whole group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from cdd_ci.models import CommandResult
+
+GRACE = 3.0
+"""Seconds between SIGTERM and SIGKILL to a timed-out process group."""
+
+
+class CommandTimeout(Exception):
+    def __init__(self, argv: Sequence[str], timeout: float, output: str = "") -> None:
+        super().__init__(f"{' '.join(argv[:3])}… timed out after {timeout:.0f} s")
+        self.argv = list(argv)
+        self.timeout = timeout
+        self.output = output
+
+
+@dataclass
+class Running:
+    """Children currently alive, so a signal handler can kill them all at once."""
+
+    groups: set[int]
+    lock: threading.Lock
+
+    def kill_all(self, sig: int = signal.SIGTERM) -> None:
+        with self.lock:
+            for pgid in list(self.groups):
+                _signal_group(pgid, sig)
+
+
+def new_registry() -> Running:
+    return Running(groups=set(), lock=threading.Lock())
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    input_text: str | None = None,
+    on_line: Callable[[str], None] | None = None,
+    log: IO[str] | None = None,
+    registry: Running | None = None,
+) -> CommandResult:
+    """Run argv, killing its whole process group after `timeout` seconds.
+
+    Output lines are passed to `on_line` and written to `log` as they arrive, so a long
+    `vagrant up` can be followed live and its log survives a kill. stdout and stderr are
+    merged when streaming (Vagrant interleaves them meaningfully); otherwise kept apart.
+    """
+    started = time.monotonic()
+    streaming = on_line is not None or log is not None
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if streaming else subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
+    if registry is not None:
+        with registry.lock:
+            registry.groups.add(proc.pid)
+    try:
+        if streaming:
+            out, err = _stream(proc, timeout, argv, input_text, on_line, log), ""
+        else:
+            try:
+                out, err = proc.communicate(input_text, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                out, err = proc.communicate()
+                raise CommandTimeout(argv, timeout, (out or "") + (err or "")) from None
+    except BaseException:
+        # KeyboardInterrupt or a signal-raised exception: never leave the group behind
+        if proc.poll() is None:
+            _kill_group(proc)
+        raise
+    finally:
+        if registry is not None:
+            with registry.lock:
+                registry.groups.discard(proc.pid)
+    return CommandResult(
+        command=" ".join(argv),
+        exit_code=proc.returncode,
+        stdout=out,
+        stderr=err,
+        duration=time.monotonic() - started,
+    )
+
+
+def _stream(
+    proc: subprocess.Popen[str],
+    timeout: float,
+    argv: Sequence[str],
+    input_text: str | None,
+    on_line: Callable[[str], None] | None,
+    log: IO[str] | None,
+) -> str:
+    lines: list[str] = []
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        _kill_group(proc, wait=False)
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        if input_text is not None and proc.stdin is not None:
+            proc.stdin.write(input_text)
+            proc.stdin.close()
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if log is not None:
+                log.write(line)
+                log.flush()
+            if on_line is not None:
+                on_line(line.rstrip("\n"))
+        proc.wait()
+    finally:
+        timer.cancel()
+    if timed_out.is_set():
+        raise CommandTimeout(argv, timeout, "".join(lines[-200:]))
+    return "".join(lines)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_group(proc: subprocess.Popen[str], wait: bool = True) -> None:
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=GRACE)
+    except subprocess.TimeoutExpired:
+        pass
+    # the leader may be gone while grandchildren linger in the group
+    _signal_group(proc.pid, signal.SIGKILL)
+    if wait:
+        try:
+            proc.wait(timeout=GRACE)
+        except subprocess.TimeoutExpired:
+            pass
