@@ -1,0 +1,193 @@
+"""Commands on the machines over one persistent, multiplexed OpenSSH connection each.
+
+`vagrant ssh -c` starts Vagrant's Ruby runtime and a new SSH handshake for every command
+(well over a second each). Instead the output of one `vagrant ssh-config` call is written
+to a file, one master connection per machine is opened with ControlMaster, and every check
+then costs one multiplexed channel: a few milliseconds.
+
+Exit status 255 is OpenSSH's own failure (connection refused, auth, timeout): it is raised
+as SshError, an infrastructure error, never returned as a failed check.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cdd_ci import procs
+from cdd_ci.models import CommandResult
+
+SSH_FAILED = 255
+BASE_OPTIONS = (
+    "-o", "BatchMode=yes",
+    "-o", "ConnectTimeout=10",
+    "-o", "ServerAliveInterval=5",
+    "-o", "ServerAliveCountMax=3",
+    "-o", "LogLevel=ERROR",
+)
+
+
+_OPTION = re.compile(r"^(\S+?)(?:\s*=\s*|\s+)(.*)$")
+
+
+class SshError(Exception):
+    """The connection failed, not the command: an infrastructure error."""
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    alias: str
+    options: dict[str, str]
+
+    @property
+    def hostname(self) -> str:
+        return self.options.get("hostname", self.alias)
+
+    @property
+    def port(self) -> int:
+        return int(self.options.get("port", "22"))
+
+
+def parse_ssh_config(text: str) -> dict[str, HostConfig]:
+    """Parse `vagrant ssh-config` output (one `Host` block per machine).
+
+    Keys are case-insensitive in OpenSSH, so they are lower-cased; values keep their case
+    and lose surrounding quotes. Both `Key value` and `Key=value` forms are accepted.
+    """
+    hosts: dict[str, HostConfig] = {}
+    current: dict[str, str] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _OPTION.match(line)
+        if match is None:
+            continue
+        key, value = match.group(1).lower(), match.group(2).strip().strip('"')
+        if key == "host":
+            current = {}
+            hosts[value] = HostConfig(alias=value, options=current)
+        elif current is not None and key not in current:
+            current[key] = value  # first value wins, as in OpenSSH
+    return hosts
+
+
+class Shell(Protocol):
+    """Run a shell command on one machine."""
+
+    name: str
+
+    def run(self, command: str, *, timeout: float, sudo: bool = False) -> CommandResult: ...
+
+
+class SshSession:
+    """One machine behind a ControlMaster connection."""
+
+    def __init__(
+        self,
+        name: str,
+        config_file: Path,
+        control_path: Path,
+        registry: procs.Running | None = None,
+    ) -> None:
+        self.name = name
+        self.config_file = config_file
+        self.control_path = control_path
+        self.registry = registry
+        self._master: subprocess.Popen[bytes] | None = None
+
+    def _argv(self, *extra: str) -> list[str]:
+        return [
+            "ssh", "-F", str(self.config_file), *BASE_OPTIONS,
+            "-o", f"ControlPath={self.control_path}", *extra,
+        ]
+
+    def open(self, *, timeout: float) -> None:
+        """Start the master connection and wait until it accepts sessions."""
+        self._master = subprocess.Popen(
+            [*self._argv("-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N"), self.name],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        if self.registry is not None:
+            with self.registry.lock:
+                self.registry.groups.add(self._master.pid)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._master.poll() is not None:
+                err = self._master.stderr.read().decode(errors="replace") if \
+                    self._master.stderr else ""
+                raise SshError(f"ssh to {self.name} failed: {err.strip() or 'no detail'}")
+            check = subprocess.run(
+                [*self._argv("-O", "check"), self.name],
+                capture_output=True, timeout=5, check=False,
+            )
+            if check.returncode == 0:
+                return
+            time.sleep(0.05)
+        self.close()
+        raise SshError(f"ssh to {self.name}: no connection within {timeout:.0f} s")
+
+    def run(self, command: str, *, timeout: float, sudo: bool = False) -> CommandResult:
+        remote = f"sudo -n bash -c {shlex.quote(command)}" if sudo else command
+        argv = [*self._argv("-o", "ControlMaster=no", "-T"), self.name, "--", remote]
+        try:
+            result = procs.run(argv, timeout=timeout, registry=self.registry)
+        except procs.CommandTimeout:
+            raise SshError(f"ssh to {self.name}: command timed out after {timeout:.0f} s") \
+                from None
+        if result.exit_code == SSH_FAILED:
+            raise SshError(
+                f"ssh to {self.name} failed: {result.stderr.strip()[-300:] or 'exit 255'}"
+            )
+        return CommandResult(command, result.exit_code, result.stdout, result.stderr,
+                             result.duration)
+
+    def close(self) -> None:
+        if self._master is None:
+            return
+        subprocess.run([*self._argv("-O", "exit"), self.name], capture_output=True,
+                       timeout=5, check=False)
+        try:
+            self._master.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            self._master.kill()
+            self._master.wait(timeout=3)
+        if self.registry is not None:
+            with self.registry.lock:
+                self.registry.groups.discard(self._master.pid)
+        self._master = None
+
+
+class SshPool:
+    """The sessions of one run, opened from one `vagrant ssh-config` output."""
+
+    def __init__(self, ssh_config: str, registry: procs.Running | None = None) -> None:
+        self.hosts = parse_ssh_config(ssh_config)
+        self._dir = Path(tempfile.mkdtemp(prefix="cdd-ssh-"))
+        self.config_file = self._dir / "config"
+        self.config_file.write_text(ssh_config, encoding="utf-8")
+        self.config_file.chmod(0o600)
+        # unix socket paths are limited to ~108 bytes: short names in a short temp dir
+        self.sessions: dict[str, SshSession] = {
+            name: SshSession(name, self.config_file, self._dir / f"{i}.sock", registry)
+            for i, name in enumerate(self.hosts)
+        }
+
+    def close(self) -> None:
+        for session in self.sessions.values():
+            try:
+                session.close()
+            except (OSError, subprocess.SubprocessError):
+                pass
+        for path in self._dir.iterdir():
+            path.unlink(missing_ok=True)
+        self._dir.rmdir()

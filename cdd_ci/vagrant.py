@@ -1,0 +1,160 @@
+"""Vagrant, behind one small interface.
+
+python-vagrant supplies what it does soundly: finding the executable, building the command
+line and parsing `--machine-readable` status. Running the commands is done here instead,
+because python-vagrant has no timeouts and its `status()`/`ssh()` swallow failures: every
+call below has a deadline that kills Vagrant's whole process tree, and a failure raises.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import vagrant as python_vagrant
+
+from cdd_ci import procs
+from cdd_ci.models import CommandResult
+
+LineSink = Callable[[str], None]
+
+GONE_STATES = frozenset({"not_created", "not created"})
+
+
+class VagrantError(Exception):
+    """Vagrant itself failed (not the product): an infrastructure error."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
+@dataclass(frozen=True)
+class MachineStatus:
+    name: str
+    state: str
+    provider: str
+
+    @property
+    def exists(self) -> bool:
+        return self.state not in GONE_STATES
+
+
+class Environment(Protocol):
+    """What the lifecycle needs from a Vagrant environment."""
+
+    def up(self, machine: str, *, timeout: float, log: Path, on_line: LineSink) -> None: ...
+
+    def provision(
+        self, machine: str, *, timeout: float, log: Path, on_line: LineSink
+    ) -> None: ...
+
+    def ssh_config(self, machines: list[str], *, timeout: float) -> str: ...
+
+    def status(self, *, timeout: float) -> list[MachineStatus]: ...
+
+    def destroy(self, machine: str, *, timeout: float, log: Path | None = None) -> None: ...
+
+    def versions(self, *, timeout: float) -> dict[str, str]: ...
+
+
+class VagrantCli:
+    """The real thing: the `vagrant` executable in one Vagrantfile directory."""
+
+    def __init__(
+        self,
+        directory: Path,
+        provider: str,
+        env: Mapping[str, str],
+        registry: procs.Running | None = None,
+    ) -> None:
+        self.directory = directory
+        self.provider = provider
+        self.env = dict(env)
+        self.registry = registry
+        self._pv = python_vagrant.Vagrant(root=str(directory), env=self.env)
+
+    def _argv(self, *args: str) -> list[str]:
+        try:
+            return list(self._pv._make_vagrant_command(list(args)))
+        except RuntimeError:
+            raise VagrantError("vagrant is not installed (see scripts/setup-host.sh)") from None
+
+    def _run(
+        self,
+        *args: str,
+        timeout: float,
+        log: Path | None = None,
+        on_line: LineSink | None = None,
+    ) -> CommandResult:
+        argv = self._argv(*args)
+        try:
+            if log is not None:
+                log.parent.mkdir(parents=True, exist_ok=True)
+                with log.open("a", encoding="utf-8") as fh:
+                    fh.write(f"$ {' '.join(['vagrant', *args])}\n")
+                    result = procs.run(
+                        argv, timeout=timeout, cwd=self.directory, env=self.env,
+                        log=fh, on_line=on_line, registry=self.registry,
+                    )
+            else:
+                result = procs.run(
+                    argv, timeout=timeout, cwd=self.directory, env=self.env,
+                    on_line=on_line, registry=self.registry,
+                )
+        except procs.CommandTimeout as exc:
+            raise VagrantError(f"vagrant {args[0]} timed out after {timeout:.0f} s",
+                               exc.output) from None
+        except OSError as exc:
+            raise VagrantError(f"cannot run vagrant: {exc}") from None
+        if result.exit_code != 0:
+            output = result.stdout + result.stderr
+            raise VagrantError(
+                f"vagrant {' '.join(args)} failed (exit {result.exit_code}): "
+                f"{last_error_line(output)}",
+                output,
+            )
+        return result
+
+    def up(self, machine: str, *, timeout: float, log: Path, on_line: LineSink) -> None:
+        self._run("up", machine, f"--provider={self.provider}", "--no-provision",
+                  timeout=timeout, log=log, on_line=on_line)
+
+    def provision(self, machine: str, *, timeout: float, log: Path, on_line: LineSink) -> None:
+        self._run("provision", machine, timeout=timeout, log=log, on_line=on_line)
+
+    def ssh_config(self, machines: list[str], *, timeout: float) -> str:
+        return self._run("ssh-config", *machines, timeout=timeout).stdout
+
+    def status(self, *, timeout: float) -> list[MachineStatus]:
+        out = self._run("status", "--machine-readable", timeout=timeout).stdout
+        return [
+            MachineStatus(s.name, s.state or "unknown", s.provider or self.provider)
+            for s in self._pv._parse_status(out)
+            if s.name
+        ]
+
+    def destroy(self, machine: str, *, timeout: float, log: Path | None = None) -> None:
+        # `destroy -f` of a machine that was never created, or is gone, exits 0: idempotent
+        self._run("destroy", "-f", machine, timeout=timeout, log=log)
+
+    def versions(self, *, timeout: float) -> dict[str, str]:
+        out = self._run("--version", timeout=timeout).stdout.strip()
+        return {"vagrant_version": out.removeprefix("Vagrant ").strip()}
+
+
+_ERROR_HINTS = re.compile(r"(error|failed|fatal|cannot|could not|timed out)", re.IGNORECASE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def last_error_line(output: str) -> str:
+    """The line of Vagrant's output most likely to say what went wrong, for one-line reports."""
+    lines = [_ANSI.sub("", raw).strip() for raw in output.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(("/usr/", "from /"))]
+    for line in reversed(lines):
+        if _ERROR_HINTS.search(line):
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"
