@@ -31,6 +31,8 @@ class Phase(enum.Enum):
     DESTROY = "destroy"
     VERIFY = "destroy-verified"
     REPORT = "report"
+    INTERNAL = "internal"
+    """A bug in cdd itself: reported as an infrastructure error, never silently."""
 
 
 class ExitCode(enum.IntEnum):

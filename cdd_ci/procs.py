@@ -33,15 +33,31 @@ class CommandTimeout(Exception):
 
 @dataclass
 class Running:
-    """Children currently alive, so a signal handler can kill them all at once."""
+    """Children currently alive, so a cancellation can kill them all at once.
+
+    Once cancelled, a process registered afterwards is killed on arrival: a worker thread
+    that was just about to start `vagrant provision` must not slip past the cancellation.
+    """
 
     groups: set[int]
     lock: threading.Lock
+    cancelled: bool = False
 
-    def kill_all(self, sig: int = signal.SIGTERM) -> None:
+    def add(self, pgid: int) -> None:
         with self.lock:
+            self.groups.add(pgid)
+            if self.cancelled:
+                _signal_group(pgid, signal.SIGKILL)
+
+    def discard(self, pgid: int) -> None:
+        with self.lock:
+            self.groups.discard(pgid)
+
+    def cancel(self) -> None:
+        with self.lock:
+            self.cancelled = True
             for pgid in list(self.groups):
-                _signal_group(pgid, sig)
+                _signal_group(pgid, signal.SIGKILL)
 
 
 def new_registry() -> Running:
@@ -79,8 +95,7 @@ def run(
         start_new_session=True,
     )
     if registry is not None:
-        with registry.lock:
-            registry.groups.add(proc.pid)
+        registry.add(proc.pid)
     try:
         if streaming:
             out, err = _stream(proc, timeout, argv, input_text, on_line, log), ""
@@ -98,8 +113,7 @@ def run(
         raise
     finally:
         if registry is not None:
-            with registry.lock:
-                registry.groups.discard(proc.pid)
+            registry.discard(proc.pid)
     return CommandResult(
         command=" ".join(argv),
         exit_code=proc.returncode,

@@ -118,8 +118,7 @@ class SshSession:
             start_new_session=True,
         )
         if self.registry is not None:
-            with self.registry.lock:
-                self.registry.groups.add(self._master.pid)
+            self.registry.add(self._master.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._master.poll() is not None:
@@ -162,8 +161,7 @@ class SshSession:
             self._master.kill()
             self._master.wait(timeout=3)
         if self.registry is not None:
-            with self.registry.lock:
-                self.registry.groups.discard(self._master.pid)
+            self.registry.discard(self._master.pid)
         self._master = None
 
 
@@ -171,19 +169,26 @@ class SshPool:
     """The sessions of one run, opened from one `vagrant ssh-config` output."""
 
     def __init__(self, ssh_config: str, registry: procs.Running | None = None) -> None:
-        self.hosts = parse_ssh_config(ssh_config)
+        hosts = parse_ssh_config(ssh_config)
         self._dir = Path(tempfile.mkdtemp(prefix="cdd-ssh-"))
         self.config_file = self._dir / "config"
         self.config_file.write_text(ssh_config, encoding="utf-8")
         self.config_file.chmod(0o600)
+        self.addresses = {name: host.hostname for name, host in hosts.items()}
         # unix socket paths are limited to ~108 bytes: short names in a short temp dir
-        self.sessions: dict[str, SshSession] = {
+        self.shells: dict[str, SshSession] = {
             name: SshSession(name, self.config_file, self._dir / f"{i}.sock", registry)
-            for i, name in enumerate(self.hosts)
+            for i, name in enumerate(hosts)
         }
 
+    def open(self, machine: str, *, timeout: float) -> None:
+        session = self.shells.get(machine)
+        if session is None:
+            raise SshError(f"vagrant ssh-config has no entry for {machine}")
+        session.open(timeout=timeout)
+
     def close(self) -> None:
-        for session in self.sessions.values():
+        for session in self.shells.values():
             try:
                 session.close()
             except (OSError, subprocess.SubprocessError):

@@ -1,0 +1,3 @@
+from cdd_ci.cli import main
+
+main()

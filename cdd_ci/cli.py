@@ -1,0 +1,172 @@
+"""The `cdd` command: parse, build objects, call one library function, map to an exit code.
+
+Heavy modules are imported inside the commands so that `cdd --help` starts fast.
+Exit codes: 0 passed, 1 checks failed, 2 bad config or usage, 3 infrastructure failed,
+4 teardown failed (resources may be left), 130/143 interrupted by SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from cdd_ci.config import Config
+    from cdd_ci.models import RunResult
+
+app = typer.Typer(
+    name="cdd",
+    help="Rebuild the whole environment from scratch, prove it works, report, always destroy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="The cdd.toml to use.", show_default=True)
+]
+DestroyOption = Annotated[
+    str | None,
+    typer.Option("--destroy", help="always | passing | never (default: the config's, always)."),
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr and a non-zero exit: never a traceback for bad input."""
+    typer.echo(f"cdd: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _load(path: Path) -> Config:
+    from cdd_ci.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _policy(value: str | None) -> object:
+    from cdd_ci.config import DestroyPolicy
+
+    if value is None:
+        return None
+    try:
+        return DestroyPolicy(value)
+    except ValueError:
+        fail(f"--destroy: expected always, passing or never (got {value!r})")
+
+
+def _finish(result: RunResult) -> NoReturn:
+    from cdd_ci.models import ExitCode
+
+    code = result.exit_code()
+    verdict = {
+        ExitCode.OK: "passed",
+        ExitCode.CHECKS_FAILED: "checks failed",
+        ExitCode.INFRASTRUCTURE: "infrastructure failed",
+        ExitCode.TEARDOWN: "teardown failed: machines may be left, run `cdd destroy`",
+    }.get(code, f"interrupted by {result.interrupted_by}")
+    typer.echo(f"cdd: {result.environment} run {result.run_id}: {verdict} (exit {int(code)})",
+               err=True)
+    raise typer.Exit(int(code))
+
+
+@app.command()
+def run(config: ConfigOption = Path("cdd.toml"), destroy: DestroyOption = None) -> None:
+    """Build the environment from scratch, check it, harvest logs, destroy it, report."""
+    from cdd_ci.lifecycle import Lifecycle, real_backend
+    from cdd_ci.progress import ConsoleDisplay
+    from cdd_ci.signals import Cancellation, interruptible
+
+    cfg = _load(config)
+    policy = _policy(destroy)
+    cancellation = Cancellation()
+    with interruptible(cancellation):
+        lifecycle = Lifecycle(cfg, real_backend(), ConsoleDisplay(), cancellation,
+                              policy=policy)  # type: ignore[arg-type]
+        result = lifecycle.run()
+    _finish(result)
+
+
+@app.command()
+def up(config: ConfigOption = Path("cdd.toml"), destroy: DestroyOption = None) -> None:
+    """Build and check the environment, and keep it running (the developer's morning)."""
+    from cdd_ci.lifecycle import Lifecycle, real_backend
+    from cdd_ci.progress import ConsoleDisplay
+    from cdd_ci.signals import Cancellation, interruptible
+
+    cfg = _load(config)
+    cancellation = Cancellation()
+    with interruptible(cancellation):
+        lifecycle = Lifecycle(cfg, real_backend(), ConsoleDisplay(), cancellation,
+                              policy=_policy(destroy), command="up")  # type: ignore[arg-type]
+        result = lifecycle.build()
+    _finish(result)
+
+
+@app.command()
+def check(config: ConfigOption = Path("cdd.toml")) -> None:
+    """Run the smoke checks against the environment that is up now (from `cdd up`)."""
+    from cdd_ci.lifecycle import check_recorded, real_backend
+    from cdd_ci.progress import ConsoleDisplay
+
+    cfg = _load(config)
+    try:
+        result = check_recorded(cfg, real_backend(), ConsoleDisplay())
+    except LookupError as exc:
+        fail(str(exc))
+    _finish(result)
+
+
+@app.command()
+def destroy(
+    config: ConfigOption = Path("cdd.toml"),
+    run_id: Annotated[str | None, typer.Option(help="Only this run.")] = None,
+) -> None:
+    """Destroy every recorded run of this environment, from the ledger alone."""
+    from cdd_ci.lifecycle import destroy_recorded, real_backend
+    from cdd_ci.progress import ConsoleDisplay
+
+    cfg = _load(config)
+    steps = destroy_recorded(cfg, real_backend(), ConsoleDisplay(), run_id)
+    if not steps:
+        typer.echo("cdd: nothing recorded to destroy", err=True)
+    if any(not s.ok for s in steps):
+        raise typer.Exit(4)
+
+
+@app.command()
+def status(config: ConfigOption = Path("cdd.toml")) -> None:
+    """List the recorded runs of this environment and what of them still exists."""
+    from cdd_ci.lifecycle import describe_runs
+
+    cfg = _load(config)
+    typer.echo(describe_runs(cfg))
+
+
+@app.command()
+def validate(config: ConfigOption = Path("cdd.toml")) -> None:
+    """Check cdd.toml (schema, machine names, paths) without starting anything."""
+    cfg = _load(config)
+    if not (cfg.vagrant_dir / "Vagrantfile").is_file():
+        fail(f"{config}: environment.directory: no Vagrantfile in {cfg.vagrant_dir}")
+    typer.echo(
+        f"{config}: ok: environment {cfg.environment.name} "
+        f"({len(cfg.environment.machines)} machines, {len(cfg.checks)} checks, "
+        f"provider {cfg.environment.provider}, destroy {cfg.destroy.value})"
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""What a run left at the provider level, found by name, whatever Vagrant remembers.
+
+Vagrant forgets a machine whose `up` was killed before it wrote `.vagrant/machines/...`,
+which is exactly when a machine is most likely to leak. The project's Vagrantfiles name
+every machine `cdd-<run_id>-<machine>` (docker also labels it `cdd.run=<run_id>`), so the
+provider's own listing finds it, and the provider's own tools remove it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cdd_ci import procs
+
+TIMEOUT = 60.0
+NAME_RE = re.compile(r"^cdd-(\d{14}-[0-9a-f]{6})-(.+)$")
+PROVIDERS = ("lxc", "docker", "libvirt", "virtualbox")
+
+
+@dataclass(frozen=True)
+class Resource:
+    provider: str
+    name: str
+    run_id: str
+    machine: str
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.name}"
+
+
+def machine_name(run_id: str, machine: str) -> str:
+    return f"cdd-{run_id}-{machine}"
+
+
+def find(provider: str, run_ids: Sequence[str] | None = None) -> list[Resource]:
+    """This host's cdd machines for `provider` (all runs, or only `run_ids`)."""
+    found = [r for r in _list(provider) if run_ids is None or r.run_id in run_ids]
+    return sorted(found, key=lambda r: r.name)
+
+
+def remove(resource: Resource) -> None:
+    """Remove one machine with the provider's own tools; gone already counts as removed."""
+    argvs: list[list[str]]
+    if resource.provider == "lxc":
+        argvs = [["lxc-stop", "-k", "-n", resource.name], ["lxc-destroy", "-f", "-n", resource.name]]
+    elif resource.provider == "docker":
+        argvs = [[_docker(), "rm", "-f", "-v", resource.name]]
+    elif resource.provider == "libvirt":
+        argvs = [
+            ["virsh", "-c", "qemu:///system", "destroy", resource.name],
+            ["virsh", "-c", "qemu:///system", "undefine", resource.name,
+             "--remove-all-storage"],
+        ]
+    else:
+        argvs = [
+            ["VBoxManage", "controlvm", resource.name, "poweroff"],
+            ["VBoxManage", "unregistervm", resource.name, "--delete"],
+        ]
+    for argv in argvs:
+        procs.run(argv, timeout=TIMEOUT)  # the first may fail because it is already stopped
+    if any(r.name == resource.name for r in _list(resource.provider)):
+        raise RuntimeError(f"{resource} is still there after removal")
+
+
+def _list(provider: str) -> list[Resource]:
+    names: list[str] = []
+    if provider == "lxc" and shutil.which("lxc-ls"):
+        names = _lines(["lxc-ls", "-1"])
+    elif provider == "docker" and shutil.which(_docker()):
+        names = [
+            n.lstrip("/")
+            for n in _lines([_docker(), "ps", "-a", "--filter", "label=cdd.vagrant=1",
+                             "--format", "{{.Names}}"])
+        ]
+    elif provider == "libvirt" and shutil.which("virsh"):
+        names = _lines(["virsh", "-c", "qemu:///system", "list", "--all", "--name"])
+    elif provider == "virtualbox" and shutil.which("VBoxManage"):
+        names = [ln.split('"')[1] for ln in _lines(["VBoxManage", "list", "vms"]) if '"' in ln]
+    out = []
+    for name in names:
+        match = NAME_RE.match(name)
+        if match:
+            out.append(Resource(provider, name, match.group(1), match.group(2)))
+    return out
+
+
+def _lines(argv: list[str]) -> list[str]:
+    try:
+        result = procs.run(argv, timeout=TIMEOUT)
+    except (OSError, procs.CommandTimeout):
+        return []
+    if result.exit_code != 0:
+        return []
+    return [ln.strip() for ln in result.stdout.splitlines() if ln.strip()]
+
+
+def _docker() -> str:
+    # the distribution's client matches its daemon; a newer static one may sit earlier on PATH
+    return "/usr/bin/docker" if shutil.which("/usr/bin/docker") else "docker"

@@ -1,0 +1,483 @@
+"""The run, top to bottom: the only place that knows the phase order and the destroy rule.
+
+    record the run (write-ahead) -> clear leftovers of earlier runs -> up -> provision
+    -> connect -> checks
+    finally: harvest logs -> destroy -> verify nothing is left -> write the report
+
+The `finally` runs whatever happened before it: a failed check, a failed provisioner, a
+timeout, any exception, SIGINT or SIGTERM (turned into Interrupted by signals.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cdd_ci import checks, harvest, junit, procs
+from cdd_ci.config import Config, DestroyPolicy
+from cdd_ci.ledger import Ledger, LedgerStore, new_run_id
+from cdd_ci.models import ENVIRONMENT, Phase, RunResult, Status, StepResult
+from cdd_ci.signals import Cancellation, Interrupted
+from cdd_ci.ssh import Shell, SshError, SshPool
+from cdd_ci.teardown import Provider, RealProvider, destroy_run
+from cdd_ci.vagrant import Environment, VagrantCli, VagrantError
+
+SSH_OPEN_TIMEOUT = 60.0
+SECRETS = ("GITHUB_TOKEN", "GH_TOKEN", "CDD_GITHUB_TOKEN")
+"""Vagrant and the guests never need these; keep them out of every child's environment."""
+
+
+class Display(Protocol):
+    """Where progress goes: a live terminal view, or plain lines in a CI log."""
+
+    def phase(self, text: str) -> None: ...
+
+    def line(self, machine: str, text: str) -> None: ...
+
+    def step(self, step: StepResult) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+
+class Shells(Protocol):
+    shells: Mapping[str, Shell]
+    addresses: Mapping[str, str]
+
+    def open(self, machine: str, *, timeout: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The external systems a run talks to: real ones, or the fakes in tests."""
+
+    environment: Callable[[Ledger, procs.Running | None], Environment]
+    shells: Callable[[str, procs.Running | None], Shells]
+    provider: Provider
+
+
+def real_backend() -> Backend:
+    def environment(ledger: Ledger, registry: procs.Running | None) -> Environment:
+        env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+        env.update(ledger.vagrant_env)
+        return VagrantCli(Path(ledger.directory), ledger.provider, env, registry)
+
+    return Backend(environment=environment, shells=SshPool, provider=RealProvider())
+
+
+def new_ledger(config: Config, command: str, run_id: str | None = None) -> Ledger:
+    run_id = run_id or new_run_id()
+    store = LedgerStore(config.state_dir)
+    return Ledger(
+        run_id=run_id,
+        environment=config.environment.name,
+        directory=str(config.vagrant_dir),
+        provider=config.environment.provider,
+        machines=list(config.environment.machines),
+        vagrant_env={
+            "CDD_RUN_ID": run_id,
+            "VAGRANT_DEFAULT_PROVIDER": config.environment.provider,
+            # one Vagrant state directory per run: two runs never share `.vagrant/`
+            "VAGRANT_DOTFILE_PATH": str(store.run_dir(run_id) / "vagrant"),
+            "VAGRANT_CHECKPOINT_DISABLE": "1",
+            "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
+            "VAGRANT_NO_COLOR": "1",
+            **config.environment.env,
+        },
+        started_at=time.time(),
+        command=command,
+        config=str(config.root),
+    )
+
+
+class Lifecycle:
+    """One run of one environment."""
+
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend,
+        display: Display,
+        cancellation: Cancellation,
+        *,
+        policy: DestroyPolicy | None = None,
+        command: str = "run",
+        run_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.display = display
+        self.cancellation = cancellation
+        self.policy = policy or config.destroy
+        self.store = LedgerStore(config.state_dir)
+        self.ledger = new_ledger(config, command, run_id)
+        self.log_dir = config.report_dir / "logs"
+        self.result = RunResult(
+            run_id=self.ledger.run_id,
+            environment=config.environment.name,
+            provider=config.environment.provider,
+            machines=list(config.environment.machines),
+            started_at=self.ledger.started_at,
+        )
+        self._ledger_lock = threading.Lock()
+        self._vagrant = backend.environment(self.ledger, cancellation.build)
+        self._shells: Shells | None = None
+        self._open: dict[str, Shell] = {}
+
+    # -- the sequence ------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        """Build, check, always tear down (per policy), always report."""
+        self._record("created")
+        lock = self.store.acquire(self.ledger.run_id)
+        try:
+            self._fresh_reports()
+            self.clear_leftovers()
+            self.up()
+            self.connect()
+            self.check()
+        except Interrupted as exc:
+            self.result.interrupted_by = exc.signame
+        except Exception as exc:  # a bug must not skip teardown; it is reported instead
+            self.result.add(StepResult(Phase.INTERNAL, ENVIRONMENT, "internal error",
+                                       Status.ERROR, message=f"{type(exc).__name__}: {exc}"))
+        finally:
+            self._mask_signals()
+            self.harvest()
+            self.teardown()
+            self.report()
+            lock.close()
+        return self.result
+
+    def build(self) -> RunResult:
+        """`cdd up`: the same build and checks, but the environment stays for the day.
+
+        A failed build is still destroyed (there is nothing useful to keep up), unless the
+        policy says otherwise.
+        """
+        self._record("created")
+        try:
+            self._fresh_reports()
+            self.up()
+            self.connect()
+            self.check()
+        except Interrupted as exc:
+            self.result.interrupted_by = exc.signame
+        finally:
+            self._mask_signals()
+            if not self.result.passed and self.policy is DestroyPolicy.ALWAYS:
+                self.harvest()
+                self.teardown()
+            else:
+                self._close_shells()
+                self.result.kept = True
+                self._record("up")
+            self.report()
+        return self.result
+
+    # -- phases ------------------------------------------------------------------------
+
+    def clear_leftovers(self) -> None:
+        """Tear down what earlier runs of this project left (killed runner, --destroy never)."""
+        for old in self.store.all():
+            if old.run_id == self.ledger.run_id or self.store.is_live(old.run_id):
+                continue
+            self.display.phase(f"clearing leftovers of run {old.run_id}")
+            steps = destroy_run(old, self.backend.environment(old, None),
+                                self.backend.provider, timeout=self.config.timeouts.destroy)
+            ok = all(s.ok for s in steps)
+            self.result.add(StepResult(
+                Phase.CLEANUP, ENVIRONMENT, f"clear leftovers of {old.run_id}",
+                Status.PASSED if ok else Status.ERROR,
+                duration=sum(s.duration for s in steps),
+                message="; ".join(s.message for s in steps),
+            ))
+            if ok:
+                self.store.forget(old.run_id)
+
+    def up(self) -> None:
+        """Create and provision every machine, in parallel where the provider allows."""
+        machines = self.config.environment.machines
+        self.display.phase(f"up: {', '.join(machines)} ({self.config.environment.provider})")
+        self.result.properties.update(self._versions())
+        workers = len(machines) if self.config.environment.parallel else 1
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(self._up_one, machines))
+        if self.cancellation.cancelled:
+            raise Interrupted(self.cancellation.signame)
+
+    def _up_one(self, machine: str) -> None:
+        log = self.log_dir / machine / "up.log"
+        if not self._step(Phase.UP, machine, "up", lambda: self._vagrant.up(
+                machine, timeout=self.config.timeouts.up, log=log,
+                on_line=lambda text: self.display.line(machine, text))):
+            return
+        self._set_state(machine, "up")
+        log = self.log_dir / machine / "provision.log"
+        if self._step(Phase.PROVISION, machine, "provision", lambda: self._vagrant.provision(
+                machine, timeout=self.config.timeouts.provision, log=log,
+                on_line=lambda text: self.display.line(machine, text))):
+            self._set_state(machine, "provisioned")
+
+    def connect(self) -> None:
+        """One multiplexed SSH connection per machine that came up."""
+        ready = [m for m in self.config.environment.machines
+                 if self.ledger.machine_states.get(m) == "provisioned"]
+        if not ready:
+            return
+        try:
+            text = self._vagrant.ssh_config(ready, timeout=SSH_OPEN_TIMEOUT)
+        except VagrantError as exc:
+            self.result.add(StepResult(Phase.CHECK, ENVIRONMENT, "ssh-config", Status.ERROR,
+                                       message=str(exc), output=exc.output[-4000:]))
+            return
+        self._shells = self.backend.shells(text, self.cancellation.build)
+        shells = self._shells
+
+        def open_one(machine: str) -> None:
+            try:
+                shells.open(machine, timeout=SSH_OPEN_TIMEOUT)
+                self._open[machine] = shells.shells[machine]
+            except SshError as exc:
+                self.result.add(StepResult(Phase.CHECK, machine, "ssh", Status.ERROR,
+                                           message=str(exc)))
+
+        with ThreadPoolExecutor(max_workers=len(ready)) as pool:
+            list(pool.map(open_one, ready))
+
+    def check(self) -> None:
+        if not self.config.checks or self._failed_before_checks():
+            self._skip_checks()
+            return
+        self.display.phase(f"check: {len(checks.plan(self.config))} checks")
+        addresses = self._shells.addresses if self._shells else {}
+        for step in checks.run_checks(
+            self.config, self._open, addresses,
+            deadline=time.monotonic() + self.config.timeouts.check,
+            on_result=self.display.step,
+        ):
+            self.result.add(step)
+        if self.cancellation.cancelled:
+            raise Interrupted(self.cancellation.signame)
+
+    def harvest(self) -> None:
+        self._mask_signals()
+        if self.result.interrupted_by:
+            return  # seconds count now: destroy first
+        if self._shells is None and not self._open:
+            return
+        self.display.phase("harvest: copying logs off the machines")
+        try:
+            steps = harvest.harvest(self.config, self._open, self.log_dir,
+                                    timeout=self.config.timeouts.harvest)
+        except Exception as exc:  # harvest must never block destroy
+            steps = [StepResult(Phase.HARVEST, ENVIRONMENT, "harvest", Status.ERROR,
+                                message=f"{type(exc).__name__}: {exc}")]
+        for step in steps:
+            self.display.step(step)
+            self.result.add(step)
+        self._close_shells()
+
+    def teardown(self) -> None:
+        self._close_shells()
+        if self._keep():
+            self.result.kept = True
+            self.display.warn(
+                f"KEEPING the environment (--destroy {self.policy.value}): machines of run "
+                f"{self.ledger.run_id} are still running and cost money until "
+                f"`cdd destroy` removes them"
+            )
+            self._record("kept")
+            return
+        self.display.phase("destroy")
+        self._record("destroying")
+        try:
+            steps = destroy_run(
+                self.ledger, self.backend.environment(self.ledger, None), self.backend.provider,
+                timeout=self.config.timeouts.destroy, log_dir=self.log_dir,
+                on_step=self.display.step,
+            )
+        except Exception as exc:  # even then, report rather than crash
+            steps = [StepResult(Phase.DESTROY, ENVIRONMENT, "destroy", Status.ERROR,
+                                message=f"{type(exc).__name__}: {exc}")]
+        self.result.steps.extend(steps)
+        if all(s.ok for s in steps):
+            self.store.forget(self.ledger.run_id)
+        else:
+            self._record("destroy-failed")
+
+    def report(self) -> None:
+        self._mask_signals()
+        self.result.finished_at = time.time()
+        self.result.properties.setdefault("commit", _commit(self.config.root))
+        try:
+            junit.write(self.result, self.config.report_dir / "junit.xml")
+        except OSError as exc:
+            self.display.warn(f"could not write the JUnit report: {exc}")
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _step(self, phase: Phase, machine: str, name: str, action: Callable[[], None]) -> bool:
+        if self.cancellation.cancelled:
+            return False
+        started = time.monotonic()
+        try:
+            action()
+            step = StepResult(phase, machine, name, Status.PASSED,
+                              duration=time.monotonic() - started)
+        except VagrantError as exc:
+            if self.cancellation.cancelled:
+                return False  # killed on purpose: not a failure of the environment
+            step = StepResult(phase, machine, name, Status.ERROR,
+                              duration=time.monotonic() - started, message=str(exc),
+                              output=exc.output[-20_000:])
+        self.result.add(step)
+        self.display.step(step)
+        return step.ok
+
+    def _failed_before_checks(self) -> bool:
+        return any(not s.ok for s in self.result.steps
+                   if s.phase in (Phase.UP, Phase.PROVISION))
+
+    def _skip_checks(self) -> None:
+        if self.config.checks and self._failed_before_checks():
+            for job in checks.plan(self.config):
+                self.result.add(StepResult(Phase.CHECK, job.target, job.check.name,
+                                           Status.SKIPPED, message="environment did not come up"))
+
+    def _keep(self) -> bool:
+        if self.result.interrupted_by:
+            return self.policy is DestroyPolicy.NEVER
+        if self.policy is DestroyPolicy.NEVER:
+            return True
+        return self.policy is DestroyPolicy.PASSING and not self.result.passed
+
+    def _mask_signals(self) -> None:
+        """From here on a signal only marks the run interrupted; teardown must finish."""
+        self.cancellation.shield()
+        if self.cancellation.cancelled and not self.result.interrupted_by:
+            self.result.interrupted_by = self.cancellation.signame
+
+    def _close_shells(self) -> None:
+        if self._shells is not None:
+            self._shells.close()
+            self._shells = None
+            self._open = {}
+
+    def _fresh_reports(self) -> None:
+        shutil.rmtree(self.log_dir, ignore_errors=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.config.report_dir / "junit.xml").unlink(missing_ok=True)
+
+    def _versions(self) -> dict[str, str]:
+        try:
+            return self._vagrant.versions(timeout=30)
+        except VagrantError:
+            return {}
+
+    def _record(self, phase: str) -> None:
+        with self._ledger_lock:
+            self.ledger.phase = phase
+            self.store.write(self.ledger)
+
+    def _set_state(self, machine: str, state: str) -> None:
+        with self._ledger_lock:
+            self.ledger.machine_states[machine] = state
+            self.store.write(self.ledger)
+
+
+def destroy_recorded(
+    config: Config, backend: Backend, display: Display, run_id: str | None = None
+) -> list[StepResult]:
+    """`cdd destroy`: tear down every recorded run of this project from its ledger alone."""
+    store = LedgerStore(config.state_dir)
+    ledgers = [led for led in store.all() if run_id is None or led.run_id == run_id]
+    steps: list[StepResult] = []
+    for ledger in ledgers:
+        display.phase(f"destroying run {ledger.run_id} ({', '.join(ledger.machines)})")
+        env = backend.environment(ledger, None) if Path(ledger.directory).is_dir() else None
+        run_steps = destroy_run(ledger, env, backend.provider,
+                                timeout=config.timeouts.destroy, on_step=display.step)
+        steps.extend(run_steps)
+        if all(s.ok for s in run_steps):
+            store.forget(ledger.run_id)
+    return steps
+
+
+def _commit(root: Path) -> str:
+    sha = os.environ.get("GITHUB_SHA", "")
+    if sha:
+        return sha
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def check_recorded(config: Config, backend: Backend, display: Display) -> RunResult:
+    """`cdd check`: the smoke checks against the run that is up now (kept by `cdd up`)."""
+    store = LedgerStore(config.state_dir)
+    kept = [led for led in store.all() if led.phase in ("up", "kept")]
+    if not kept:
+        raise LookupError("no environment is up: start one with `cdd up`")
+    ledger = kept[-1]
+    result = RunResult(ledger.run_id, ledger.environment, ledger.provider, ledger.machines,
+                       started_at=time.time(), kept=True)
+    vagrant = backend.environment(ledger, None)
+    try:
+        pool = backend.shells(vagrant.ssh_config(ledger.machines, timeout=SSH_OPEN_TIMEOUT),
+                              None)
+    except VagrantError as exc:
+        result.add(StepResult(Phase.CHECK, ENVIRONMENT, "ssh-config", Status.ERROR,
+                              message=str(exc)))
+        return result
+    try:
+        opened: dict[str, Shell] = {}
+        for machine in ledger.machines:
+            try:
+                pool.open(machine, timeout=SSH_OPEN_TIMEOUT)
+                opened[machine] = pool.shells[machine]
+            except SshError as exc:
+                result.add(StepResult(Phase.CHECK, machine, "ssh", Status.ERROR,
+                                      message=str(exc)))
+        display.phase(f"check: {len(checks.plan(config))} checks on run {ledger.run_id}")
+        result.steps.extend(checks.run_checks(
+            config, opened, pool.addresses,
+            deadline=time.monotonic() + config.timeouts.check, on_result=display.step))
+    finally:
+        pool.close()
+    result.finished_at = time.time()
+    return result
+
+
+def describe_runs(config: Config, provider: Provider | None = None) -> str:
+    """`cdd status`: one line per recorded run, and what the provider still has of it."""
+    provider = provider or RealProvider()
+    store = LedgerStore(config.state_dir)
+    lines = []
+    now = time.time()
+    for led in store.all():
+        alive = "live" if store.is_live(led.run_id) else "not running"
+        found = provider.find(led.provider, [led.run_id])
+        lines.append(
+            f"{led.run_id}  {led.environment}  {led.command}  {led.phase}  {alive}  "
+            f"age {_age(now - led.started_at)}  machines: "
+            + (", ".join(r.machine for r in found) if found else "none left")
+        )
+    return "\n".join(lines) if lines else f"no recorded runs of {config.environment.name}"
+
+
+def _age(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"

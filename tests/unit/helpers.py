@@ -1,0 +1,91 @@
+"""Building blocks for lifecycle tests: a project on disk and a fake backend around it."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cdd_ci import procs
+from cdd_ci.config import Config, load_config
+from cdd_ci.fakes import FakeEnvironment, FakeHost, FakeShell, FakeShells
+from cdd_ci.ledger import Ledger
+from cdd_ci.lifecycle import Backend
+
+CONFIG = """
+[environment]
+name = "demo"
+directory = "env"
+provider = "fake"
+machines = ["broker", "database"]
+
+[timeouts]
+up = 5
+provision = 5
+check = 5
+destroy = 5
+
+[[checks]]
+name = "broker answers"
+type = "command"
+on = "broker"
+command = "echo pong"
+stdout = "^pong$"
+deadline = 0
+
+[[checks]]
+name = "db port from broker"
+type = "port"
+on = "broker"
+host = "database"
+port = 3306
+deadline = 0
+
+[[harvest]]
+files = ["/var/log/*.log"]
+commands = { journal = "journalctl -b" }
+"""
+
+
+def make_project(tmp: Path, extra: str = "") -> Config:
+    (tmp / "env").mkdir(exist_ok=True)
+    (tmp / "env" / "Vagrantfile").write_text("# fake\n")
+    (tmp / "cdd.toml").write_text(textwrap.dedent(CONFIG) + extra)
+    return load_config(tmp / "cdd.toml")
+
+
+@dataclass
+class World:
+    """Everything the fakes know: what exists on the 'host' and what was asked of it."""
+
+    host: FakeHost = field(default_factory=FakeHost)
+    environments: list[FakeEnvironment] = field(default_factory=list)
+    shells: dict[str, FakeShell] = field(default_factory=dict)
+    fail_up: set[str] = field(default_factory=set)
+    fail_provision: set[str] = field(default_factory=set)
+    fail_destroy: set[str] = field(default_factory=set)
+    raise_in_up: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.shells = {
+            "broker": FakeShell("broker").answer(r"^echo pong", stdout="pong\n")
+            .answer(r"/dev/tcp/database/3306", 0),
+            "database": FakeShell("database"),
+        }
+
+    def backend(self) -> Backend:
+        def environment(ledger: Ledger, registry: procs.Running | None) -> FakeEnvironment:
+            env = FakeEnvironment(self.host, ledger.run_id, ledger.machines,
+                                  fail_up=self.fail_up, fail_provision=self.fail_provision,
+                                  fail_destroy=self.fail_destroy, raise_in_up=self.raise_in_up)
+            self.environments.append(env)
+            return env
+
+        def shells(_ssh_config: str, _registry: procs.Running | None) -> FakeShells:
+            return FakeShells(self.shells, {m: f"10.0.0.{i}" for i, m in enumerate(self.shells)})
+
+        return Backend(environment=environment, shells=shells, provider=self.host)
+
+    @property
+    def calls(self) -> list[str]:
+        return [c for env in self.environments for c in env.calls]

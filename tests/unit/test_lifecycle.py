@@ -1,0 +1,173 @@
+"""The lifecycle with stateful fakes: order of phases, and that nothing is ever left."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from cdd_ci.config import DestroyPolicy
+from cdd_ci.ledger import LedgerStore
+from cdd_ci.lifecycle import Lifecycle, destroy_recorded
+from cdd_ci.models import ExitCode, Phase, Status
+from cdd_ci.progress import QuietDisplay
+from cdd_ci.signals import Cancellation, interruptible
+
+from .helpers import World, make_project
+
+
+def run(tmp_path: Path, world: World, **kw: object):  # type: ignore[no-untyped-def]
+    config = make_project(tmp_path)
+    lifecycle = Lifecycle(config, world.backend(), QuietDisplay(), Cancellation(), **kw)  # type: ignore[arg-type]
+    return lifecycle, lifecycle.run()
+
+
+def test_passing_run_goes_through_every_phase_in_order_and_leaves_nothing(tmp_path: Path) -> None:
+    world = World()
+    lifecycle, result = run(tmp_path, world)
+    assert result.exit_code() is ExitCode.OK
+    phases = [s.phase for s in result.steps]
+    assert phases.index(Phase.UP) < phases.index(Phase.PROVISION) < phases.index(Phase.CHECK)
+    assert phases.index(Phase.CHECK) < phases.index(Phase.HARVEST) < phases.index(Phase.DESTROY)
+    assert phases[-1] is Phase.VERIFY
+    assert world.host.machines == {}
+    assert (tmp_path / "reports" / "junit.xml").is_file()
+    assert LedgerStore(tmp_path / ".cdd").all() == []  # forgotten once verified gone
+
+
+def test_failing_check_exits_1_and_still_destroys(tmp_path: Path) -> None:
+    world = World()
+    world.shells["broker"].answers.insert(0, (r"^echo pong", _result(0, "pang\n")))
+    _, result = run(tmp_path, world)
+    assert result.exit_code() is ExitCode.CHECKS_FAILED
+    failed = [s for s in result.steps if s.status is Status.FAILED]
+    assert [s.name for s in failed] == ["broker answers"]
+    assert "does not match" in failed[0].message
+    assert world.host.machines == {}
+
+
+def test_failing_provisioner_is_infrastructure_skips_checks_and_destroys(tmp_path: Path) -> None:
+    world = World(fail_provision={"database"})
+    _, result = run(tmp_path, world)
+    assert result.exit_code() is ExitCode.INFRASTRUCTURE
+    assert all(s.status is Status.SKIPPED for s in result.steps if s.phase is Phase.CHECK)
+    assert world.host.machines == {}
+
+
+def test_failing_up_still_destroys_the_half_created_machine(tmp_path: Path) -> None:
+    world = World(fail_up={"broker"})
+    _, result = run(tmp_path, world)
+    assert result.exit_code() is ExitCode.INFRASTRUCTURE
+    assert world.host.machines == {}
+    assert "destroy broker" in world.calls
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("bug"), SystemExit(3)])
+def test_any_exception_still_destroys(tmp_path: Path, exc: BaseException) -> None:
+    world = World(raise_in_up=exc)
+    config = make_project(tmp_path)
+    lifecycle = Lifecycle(config, world.backend(), QuietDisplay(), Cancellation())
+    if isinstance(exc, SystemExit):
+        with pytest.raises(SystemExit):
+            lifecycle.run()
+    else:
+        result = lifecycle.run()
+        assert result.exit_code() is ExitCode.INFRASTRUCTURE
+    assert world.host.machines == {}
+
+
+def test_destroy_failure_that_the_sweep_repairs_is_not_a_teardown_failure(tmp_path: Path) -> None:
+    world = World(fail_destroy={"broker"})
+    _, result = run(tmp_path, world)
+    assert world.host.machines == {}
+    assert result.exit_code() is ExitCode.OK
+    destroy = next(s for s in result.steps if s.phase is Phase.DESTROY)
+    assert "removed at the provider level" in destroy.message
+
+
+def test_teardown_failure_exits_4_and_keeps_the_ledger(tmp_path: Path) -> None:
+    world = World(fail_destroy={"broker"})
+    world.host.fail_remove = True
+    _, result = run(tmp_path, world)
+    assert result.exit_code() is ExitCode.TEARDOWN
+    assert [led.phase for led in LedgerStore(tmp_path / ".cdd").all()] == ["destroy-failed"]
+
+
+def test_primary_cause_wins_over_teardown_failure(tmp_path: Path) -> None:
+    world = World(fail_provision={"broker"}, fail_destroy={"broker"})
+    world.host.fail_remove = True
+    _, result = run(tmp_path, world)
+    assert result.exit_code() is ExitCode.INFRASTRUCTURE
+
+
+@pytest.mark.parametrize(("policy", "fail", "kept"), [
+    (DestroyPolicy.ALWAYS, True, False),
+    (DestroyPolicy.PASSING, True, True),
+    (DestroyPolicy.PASSING, False, False),
+    (DestroyPolicy.NEVER, False, True),
+])
+def test_destroy_policy(tmp_path: Path, policy: DestroyPolicy, fail: bool, kept: bool) -> None:
+    world = World()
+    if fail:
+        world.shells["broker"].answers.insert(0, (r"^echo pong", _result(1, "")))
+    lifecycle, result = run(tmp_path, world, policy=policy)
+    assert result.kept is kept
+    assert bool(world.host.machines) is kept
+    if kept:
+        assert any("KEEPING" in e for e in lifecycle.display.events)  # type: ignore[attr-defined]
+
+
+def test_leftovers_of_a_killed_run_are_cleared_first(tmp_path: Path) -> None:
+    world = World()
+    config = make_project(tmp_path)
+    killed = Lifecycle(config, world.backend(), QuietDisplay(), Cancellation())
+    killed._record("created")
+    killed._vagrant.up("broker", timeout=1, log=tmp_path / "x.log", on_line=lambda _: None)
+    assert len(world.host.machines) == 1
+    _, result = run(tmp_path, world)
+    cleanup = [s for s in result.steps if s.phase is Phase.CLEANUP]
+    assert len(cleanup) == 1 and cleanup[0].ok
+    assert world.host.machines == {}
+
+
+def test_cdd_destroy_works_from_the_ledger_alone(tmp_path: Path) -> None:
+    world = World()
+    config = make_project(tmp_path)
+    killed = Lifecycle(config, world.backend(), QuietDisplay(), Cancellation())
+    killed._record("created")
+    for m in ("broker", "database"):
+        killed._vagrant.up(m, timeout=1, log=tmp_path / "x.log", on_line=lambda _: None)
+    del killed  # the process that started the run is gone
+    steps = destroy_recorded(config, World(host=world.host).backend(), QuietDisplay())
+    assert [s.status for s in steps] == [Status.PASSED, Status.PASSED]
+    assert world.host.machines == {}
+
+
+def test_sigterm_during_up_destroys_and_exits_143(tmp_path: Path) -> None:
+    world = World()
+    config = make_project(tmp_path)
+    cancellation = Cancellation()
+    lifecycle = Lifecycle(config, world.backend(), QuietDisplay(), cancellation)
+    original = lifecycle._vagrant.up
+
+    def up_then_signal(machine: str, **kw: object) -> None:
+        original(machine, **kw)  # type: ignore[arg-type]
+        if machine == "broker":
+            signal.raise_signal(signal.SIGTERM) if threading.current_thread() is \
+                threading.main_thread() else cancellation.cancel("SIGTERM")
+
+    lifecycle._vagrant.up = up_then_signal  # type: ignore[method-assign]
+    with interruptible(cancellation):
+        result = lifecycle.run()
+    assert result.interrupted_by == "SIGTERM"
+    assert result.exit_code() is ExitCode.INTERRUPTED_SIGTERM
+    assert world.host.machines == {}
+    assert not any(s.phase is Phase.HARVEST for s in result.steps)
+
+
+def _result(code: int, out: str):  # type: ignore[no-untyped-def]
+    from cdd_ci.models import CommandResult
+
+    return CommandResult("x", code, out, "")
