@@ -105,12 +105,16 @@ class RunResult:
             return ExitCode.INTERRUPTED_SIGINT
         if self.interrupted_by == "SIGTERM":
             return ExitCode.INTERRUPTED_SIGTERM
-        for step in self.steps:
-            if step.phase in (Phase.DESTROY, Phase.VERIFY, Phase.REPORT) or step.ok:
-                continue
-            if step.status is Status.FAILED:
-                return ExitCode.CHECKS_FAILED
-            return ExitCode.INFRASTRUCTURE
+        # the earliest phase is the primary cause; within a phase, a broken machine
+        # explains a failed check better than the other way round
+        order = list(Phase)
+        causes = sorted(
+            (order.index(s.phase), s.status is not Status.ERROR)
+            for s in self.steps
+            if not s.ok and s.phase not in (Phase.DESTROY, Phase.VERIFY, Phase.REPORT)
+        )
+        if causes:
+            return ExitCode.INFRASTRUCTURE if not causes[0][1] else ExitCode.CHECKS_FAILED
         if any(not s.ok for s in self.steps if s.phase in (Phase.DESTROY, Phase.VERIFY)):
             return ExitCode.TEARDOWN
         return ExitCode.OK
