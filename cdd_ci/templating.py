@@ -12,7 +12,7 @@ from typing import Any
 
 import jinja2
 
-_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|~#"})
+_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|~#$"})
 
 
 def md(text: object) -> str:
