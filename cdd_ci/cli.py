@@ -161,6 +161,49 @@ def validate(config: ConfigOption = Path("cdd.toml")) -> None:
     )
 
 
+@app.command()
+def init(
+    name: Annotated[
+        str | None, typer.Option(help="Environment name (default: the project directory's name).")
+    ] = None,
+    directory: Annotated[
+        str | None, typer.Option(help="Directory of the Vagrantfile (default: vagrant/NAME).")
+    ] = None,
+    provider: Annotated[str, typer.Option(help="Vagrant provider.")] = "lxc",
+    machines: Annotated[str, typer.Option(help="Machine names, comma-separated.")] = "default",
+    runner_labels: Annotated[
+        str, typer.Option(help="Labels of the self-hosted runner, comma-separated.")
+    ] = "self-hosted,linux,vagrant",
+    schedule: Annotated[
+        str, typer.Option(help="When the daily run starts: cron, in UTC.")
+    ] = "0 5 * * 1-5",
+    project: Annotated[Path, typer.Option(help="The project to write into.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write cdd.toml and the daily and pull-request workflows into a project."""
+    from cdd_ci.config import ConfigError
+    from cdd_ci.scaffold import InitOptions, default_name, scaffold, split_list
+
+    options = InitOptions(
+        name=name or default_name(project),
+        directory=directory or "",
+        provider=provider,
+        machines=split_list(machines),
+        runner_labels=split_list(runner_labels),
+        schedule=schedule,
+    )
+    try:
+        written = scaffold(project, options, force=force)
+    except ConfigError as exc:
+        fail(str(exc))
+    for path in written:
+        typer.echo(f"wrote {path}")
+    typer.echo(
+        f"next: provision the machines in {options.vagrant_directory}/Vagrantfile, add checks"
+        " to cdd.toml, try `cdd run`, then commit"
+    )
+
+
 def main() -> None:
     try:
         app()
