@@ -73,7 +73,9 @@ def _suites(result: RunResult) -> list[TestSuite]:
         **result.properties,
     }
     suites = []
-    for machine in [*result.machines, ENVIRONMENT]:
+    # checks run from the runner itself are reported under their own suite, `<env>.host`
+    others = (s.machine for s in result.steps if s.machine != ENVIRONMENT)
+    for machine in dict.fromkeys([*result.machines, *others, ENVIRONMENT]):
         cases = [_case(result.environment, s) for s in result.steps if s.machine == machine]
         suites.append(TestSuite(
             f"{result.environment}.{machine}", cases, properties=properties,

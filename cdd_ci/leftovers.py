@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from cdd_ci import procs
 TIMEOUT = 60.0
 NAME_RE = re.compile(r"^cdd-(\d{14}-[0-9a-f]{6})-(.+)$")
 PROVIDERS = ("lxc", "docker", "libvirt", "virtualbox")
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,18 @@ def remove(resource: Resource) -> None:
             ["VBoxManage", "controlvm", resource.name, "poweroff"],
             ["VBoxManage", "unregistervm", resource.name, "--delete"],
         ]
-    for argv in argvs:
-        procs.run(argv, timeout=TIMEOUT)  # the first may fail because it is already stopped
-    if any(r.name == resource.name for r in _list(resource.provider)):
-        raise RuntimeError(f"{resource} is still there after removal")
+    # a machine still being created (its run was killed a moment ago) may refuse removal
+    # for a few seconds: try again rather than report a leak that is about to be fixable
+    for delay in RETRY_DELAYS:
+        for argv in argvs:
+            try:
+                procs.run(argv, timeout=TIMEOUT)  # an early one may fail: already stopped
+            except (OSError, procs.CommandTimeout):
+                pass
+        if not any(r.name == resource.name for r in _list(resource.provider)):
+            return
+        time.sleep(delay)
+    raise RuntimeError(f"{resource} is still there after removal")
 
 
 def _list(provider: str) -> list[Resource]:

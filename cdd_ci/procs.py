@@ -8,6 +8,7 @@ process group (session), and a timeout or an interruption kills the whole group.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -21,6 +22,18 @@ from cdd_ci.models import CommandResult
 
 GRACE = 3.0
 """Seconds between SIGTERM and SIGKILL to a timed-out process group."""
+_SETPRIV = shutil.which("setpriv")
+
+
+def die_with_parent(argv: Sequence[str]) -> list[str]:
+    """Have the kernel kill the child if cdd itself is killed outright (SIGKILL).
+
+    Children run in their own sessions (so a timeout can kill their whole tree), which also
+    shields them from a kill aimed at cdd's process group: without this, a `vagrant up`
+    would go on building after its run was killed. util-linux's setpriv sets the parent-death
+    signal and execs the command; preexec_fn could do the same but is unsafe with threads.
+    """
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv] if _SETPRIV else list(argv)
 
 
 class CommandTimeout(Exception):
@@ -84,7 +97,7 @@ def run(
     started = time.monotonic()
     streaming = on_line is not None or log is not None
     proc = subprocess.Popen(
-        list(argv),
+        die_with_parent(argv),
         cwd=cwd,
         env=dict(env) if env is not None else None,
         stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,

@@ -26,7 +26,8 @@ MARKS = {
 
 class ConsoleDisplay:
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+        # CI logs are read in a browser: long lines must not be wrapped at 80 columns
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.live = self.console.is_terminal
         self._lock = threading.Lock()
         self._latest: dict[str, str] = {}

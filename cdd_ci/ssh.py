@@ -111,7 +111,9 @@ class SshSession:
     def open(self, *, timeout: float) -> None:
         """Start the master connection and wait until it accepts sessions."""
         self._master = subprocess.Popen(
-            [*self._argv("-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N"), self.name],
+            procs.die_with_parent(
+                [*self._argv("-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N"),
+                 self.name]),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -1,0 +1,96 @@
+"""Real Vagrant: fixtures that build projects around the small `pair` environment.
+
+These tests skip only when Vagrant truly cannot run here (no vagrant, no lxc box: run
+scripts/setup-host.sh as root); scripts/test.sh prepares the host, so in CI they run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ENVS = Path(__file__).resolve().parent / "envs"
+BOX = "cdd/debian-bookworm"
+
+
+def _why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "the lxc provider needs root (run the tests as root or through scripts/test.sh)"
+    if shutil.which("vagrant") is None or shutil.which("lxc-ls") is None:
+        return "vagrant or lxc missing: run scripts/setup-host.sh"
+    boxes = subprocess.run(["vagrant", "box", "list"], capture_output=True, text=True,
+                           timeout=120, check=False).stdout
+    if f"{BOX} (lxc" not in boxes:
+        return f"box {BOX} (lxc) not registered: run scripts/setup-host.sh"
+    return None
+
+
+@pytest.fixture(scope="session")
+def vagrant_host() -> None:
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+
+
+def lxc_names() -> list[str]:
+    out = subprocess.run(["lxc-ls", "-1"], capture_output=True, text=True, timeout=60,
+                         check=False).stdout
+    return [n for n in out.split() if n.startswith("cdd-")]
+
+
+@dataclass
+class Project:
+    root: Path
+
+    def cdd(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cdd_ci", *args], cwd=self.root,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "cdd_ci", *args], cwd=self.root,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def run_ids(self) -> set[str]:
+        """Every run this project started, from its ledgers and its report."""
+        ids = {p.parent.name for p in (self.root / ".cdd" / "runs").glob("*/ledger.json")}
+        report = self.root / "reports" / "junit.xml"
+        if report.is_file():
+            import xml.etree.ElementTree as ET
+
+            for prop in ET.parse(report).getroot().iter("property"):
+                if prop.get("name") == "run_id":
+                    ids.add(prop.get("value", ""))
+        return ids
+
+    def ledgers(self) -> list[dict[str, object]]:
+        return [json.loads(p.read_text())
+                for p in sorted((self.root / ".cdd" / "runs").glob("*/ledger.json"))]
+
+    def left_running(self, run_ids: set[str]) -> list[str]:
+        return [n for n in lxc_names() if any(n.startswith(f"cdd-{r}-") for r in run_ids)]
+
+    def append_config(self, text: str) -> None:
+        with (self.root / "cdd.toml").open("a") as fh:
+            fh.write(text)
+
+
+@pytest.fixture
+def pair(vagrant_host: None, tmp_path: Path) -> Iterator[Project]:
+    """A fresh copy of the `pair` project; whatever a test leaves is destroyed afterwards."""
+    shutil.copytree(ENVS / "pair", tmp_path / "pair")
+    project = Project(tmp_path / "pair")
+    yield project
+    ids = project.run_ids()
+    if project.left_running(ids):  # a failed test must not leak into the next ones
+        project.cdd("destroy", timeout=300)
+        for name in project.left_running(ids):
+            subprocess.run(["lxc-destroy", "-f", "-n", name], capture_output=True, timeout=120,
+                           check=False)

@@ -1,0 +1,111 @@
+"""The whole lifecycle on real Vagrant machines (lxc provider): every way a run can end,
+and after each one, nothing of the run is left running."""
+
+from __future__ import annotations
+
+import signal
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from ..conftest import SHARED
+from .conftest import Project, lxc_names
+
+pytestmark = pytest.mark.vagrant
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def junit_cases(project: Project) -> dict[str, ET.Element]:
+    root = ET.parse(project.root / "reports" / "junit.xml").getroot()
+    return {f"{c.get('classname')}/{c.get('name')}": c for c in root.iter("testcase")}
+
+
+def test_passing_run(pair: Project) -> None:
+    proc = pair.cdd("run")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cases = junit_cases(pair)
+    assert "pair.alpha.check/sshd running" in cases
+    assert "pair.host.check/ssh port from the host" in cases
+    assert "pair.environment.destroy-verified/destroy-verified" in cases
+    assert not any(c.find("failure") is not None or c.find("error") is not None
+                   for c in cases.values())
+    xsd = SHARED / "junit" / "junit-10.xsd"
+    if xsd.is_file():
+        schema = etree.XMLSchema(etree.parse(str(xsd)))
+        assert schema.validate(etree.parse(str(pair.root / "reports" / "junit.xml")))
+    logs = pair.root / "reports" / "logs"
+    assert "Running provisioner" in (logs / "alpha" / "provision.log").read_text()
+    assert "provisioned alpha" in (logs / "alpha" / "etc_cdd-test").read_text()
+    assert (logs / "beta" / "journal.log").stat().st_size > 0
+    assert pair.left_running(pair.run_ids()) == []
+    assert pair.ledgers() == []  # verified gone, so forgotten
+
+
+def test_failing_check_exits_1_and_destroys(pair: Project) -> None:
+    pair.append_config(
+        '\n[[checks]]\nname = "no such service"\ntype = "service"\non = "alpha"\n'
+        'service = "nosuchd"\ndeadline = 0\n'
+    )
+    proc = pair.cdd("run")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    failure = junit_cases(pair)["pair.alpha.check/no such service"].find("failure")
+    assert failure is not None and "nosuchd is inactive" in failure.get("message", "")
+    assert pair.left_running(pair.run_ids()) == []
+
+
+def test_failing_provisioner_exits_3_and_destroys(pair: Project) -> None:
+    text = (pair.root / "cdd.toml").read_text().replace(
+        'machines = ["alpha", "beta"]',
+        'machines = ["alpha", "beta"]\nenv = { CDD_TEST_FAIL = "provision" }')
+    (pair.root / "cdd.toml").write_text(text)
+    proc = pair.cdd("run")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    error = junit_cases(pair)["pair.beta.provision/provision"].find("error")
+    assert error is not None and "told to fail" in (error.text or "")
+    assert pair.left_running(pair.run_ids()) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_up_destroys_everything(pair: Project, sig: signal.Signals) -> None:
+    proc = pair.start("run")
+    # wait until the machines exist at the provider level: the worst moment to be stopped
+    wait_for(lambda: len(pair.left_running(pair.run_ids())) >= 1, 120,
+             "containers being created")
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    took = time.monotonic() - sent
+    assert proc.returncode == 128 + sig, out
+    assert pair.left_running(pair.run_ids()) == [], out
+    assert f"interrupted by {sig.name}" in out
+    # GitHub Actions kills the job about 10 s after SIGINT: teardown must fit in that
+    assert took < 10, f"teardown took {took:.1f} s"
+
+
+def test_destroy_from_the_ledger_after_sigkill(pair: Project) -> None:
+    proc = pair.start("run")
+    wait_for(lambda: len(pair.left_running(pair.run_ids())) >= 2, 120,
+             "both containers being created")
+    proc.kill()  # no handler, no finally: only the ledger is left to know what was started
+    proc.wait(timeout=30)
+    assert pair.left_running(pair.run_ids()), "the test meant to kill the run mid-build"
+    destroy = pair.cdd("destroy", timeout=300)
+    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
+    assert pair.left_running(pair.run_ids()) == []
+    assert pair.ledgers() == []
+
+
+def test_no_container_is_left_by_this_module() -> None:
+    """A last look, as a user would: `lxc-ls` shows nothing of ours."""
+    assert [n for n in lxc_names() if "-alpha" in n or "-beta" in n] == []
