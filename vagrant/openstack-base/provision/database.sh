@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# database.sh: MariaDB from Debian, listening on every interface (so on the private address),
+# with one database and one user per OpenStack service; each user has every privilege on its own
+# database only, from anywhere ('%') and from localhost. Idempotent.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+# service => password: throwaway test credentials, as in the OpenStack install guide
+SERVICES=(keystone:KEYSTONE_DBPASS glance:GLANCE_DBPASS nova:NOVA_DBPASS neutron:NEUTRON_DBPASS)
+
+cdd-apt-install mariadb-server
+
+conf=/etc/mysql/mariadb.conf.d/99-openstack.cnf
+want='# cdd-ci openstack-base (after the OpenStack install guide)
+[mysqld]
+bind-address = 0.0.0.0
+skip-name-resolve
+default-storage-engine = innodb
+innodb_file_per_table = on
+max_connections = 4096
+collation-server = utf8_general_ci
+character-set-server = utf8
+log_error = /var/log/mysql/error.log
+'
+restart=0
+if [ "$(cat "$conf" 2>/dev/null)" != "$(printf '%s' "$want")" ]; then
+  printf '%s' "$want" >"$conf"
+  restart=1
+fi
+install -d -o mysql -g adm -m 2750 /var/log/mysql
+cdd-service-up mariadb
+if [ "$restart" = 1 ]; then
+  if [ -d /run/systemd/system ]; then timeout 300 systemctl restart mariadb
+  else timeout 300 service mariadb restart; fi
+fi
+for _ in $(seq 60); do mariadb-admin ping >/dev/null 2>&1 && break; sleep 1; done
+mariadb-admin ping >/dev/null
+
+sql=""
+for entry in "${SERVICES[@]}"; do
+  db="${entry%%:*}" pass="${entry#*:}"
+  sql+="CREATE DATABASE IF NOT EXISTS \`$db\`;"
+  for host in localhost '%'; do
+    sql+="CREATE USER IF NOT EXISTS '$db'@'$host' IDENTIFIED BY '$pass';"
+    sql+="ALTER USER '$db'@'$host' IDENTIFIED BY '$pass';"
+    sql+="GRANT ALL PRIVILEGES ON \`$db\`.* TO '$db'@'$host';"
+  done
+done
+timeout 60 mariadb -u root <<<"$sql"
+
+# prove every login over TCP on the private side rather than leave it to the checks
+for entry in "${SERVICES[@]}"; do
+  db="${entry%%:*}" pass="${entry#*:}"
+  got=$(timeout 30 mariadb -h 127.0.0.1 -u "$db" -p"$pass" "$db" -N -e 'SELECT DATABASE()')
+  [ "$got" = "$db" ] || { echo "database: $db cannot use its database (got '$got')" >&2; exit 1; }
+done
+echo "database: mariadb $(dpkg-query -W -f='${Version}' mariadb-server) up on 3306, databases: ${SERVICES[*]%%:*}"
