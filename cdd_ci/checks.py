@@ -182,7 +182,7 @@ def _from_host(check: Check, addresses: Mapping[str, str]) -> Attempt:
     assert isinstance(check, HttpCheck)
     url = _resolve_url(check.url, addresses)
     try:
-        with urllib.request.urlopen(url, timeout=check.timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=check.timeout) as resp:
             return _judge_http(check, resp.status, resp.read(65536).decode("utf-8", "replace"))
     except urllib.error.HTTPError as exc:
         return _judge_http(check, exc.code, exc.read(65536).decode("utf-8", "replace"))
@@ -193,7 +193,7 @@ def _from_host(check: Check, addresses: Mapping[str, str]) -> Attempt:
 def _resolve_url(url: str, addresses: Mapping[str, str]) -> str:
     """Machine names mean nothing to the host's resolver: use the machine's address."""
     parts = urllib.parse.urlsplit(url)
-    if parts.hostname in addresses:
+    if parts.hostname is not None and parts.hostname in addresses:
         netloc = addresses[parts.hostname] + (f":{parts.port}" if parts.port else "")
         return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
     return url

@@ -28,7 +28,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DestroyPolicy(str, enum.Enum):
+class DestroyPolicy(enum.StrEnum):
     ALWAYS = "always"
     PASSING = "passing"
     NEVER = "never"

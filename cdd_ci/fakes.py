@@ -63,7 +63,9 @@ class FakeEnvironment:
     def _name(self, machine: str) -> str:
         return machine_name(self.run_id, machine)
 
-    def up(self, machine: str, *, timeout: float, log: Path, on_line: Callable[[str], None]) -> None:
+    def up(
+        self, machine: str, *, timeout: float, log: Path, on_line: Callable[[str], None]
+    ) -> None:
         self.calls.append(f"up {machine}")
         # like a real provider, the machine exists before `up` returns or fails
         with self.host.lock:

@@ -134,7 +134,7 @@ def read(path: Path) -> RunResult:
 
 
 def _step(case: ET.Element) -> StepResult:
-    _env, machine, phase = (case.get("classname", "").split(".") + ["", "", ""])[:3]
+    _env, machine, phase = [*case.get("classname", "").split("."), "", "", ""][:3]
     status, message, output = Status.PASSED, "", (case.findtext("system-out") or "")
     for tag, st in (("failure", Status.FAILED), ("error", Status.ERROR),
                     ("skipped", Status.SKIPPED)):

@@ -47,7 +47,8 @@ def remove(resource: Resource) -> None:
     """Remove one machine with the provider's own tools; gone already counts as removed."""
     argvs: list[list[str]]
     if resource.provider == "lxc":
-        argvs = [["lxc-stop", "-k", "-n", resource.name], ["lxc-destroy", "-f", "-n", resource.name]]
+        argvs = [["lxc-stop", "-k", "-n", resource.name],
+                 ["lxc-destroy", "-f", "-n", resource.name]]
     elif resource.provider == "docker":
         argvs = [[_docker(), "rm", "-f", "-v", resource.name]]
     elif resource.provider == "libvirt":

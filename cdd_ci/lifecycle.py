@@ -48,8 +48,12 @@ class Display(Protocol):
 
 
 class Shells(Protocol):
-    shells: Mapping[str, Shell]
-    addresses: Mapping[str, str]
+    @property
+    def shells(self) -> Mapping[str, Shell]: ...
+
+    @property
+    def addresses(self) -> Mapping[str, str]:
+        """Machine name -> an address the runner itself can reach."""
 
     def open(self, machine: str, *, timeout: float) -> None: ...
 

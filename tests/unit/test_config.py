@@ -33,7 +33,8 @@ ENV = '[environment]\nname = "x"\ndirectory = "v"\nmachines = ["a", "b"]\n'
      "cdd.toml: environment.directory: Field required"),
     ("[environment\n", "cdd.toml: not valid TOML"),
     (ENV + "[timeouts]\nup = -1\n", "cdd.toml: timeouts.up: Input should be greater than 0"),
-    (ENV + "[[harvest]]\nfiles = '/var/log/x'\n", "cdd.toml: harvest[0].files: Input should be a valid list"),
+    (ENV + "[[harvest]]\nfiles = '/var/log/x'\n",
+     "cdd.toml: harvest[0].files: Input should be a valid list"),
 ])
 def test_errors_name_file_key_and_value(tmp_path: Path, text: str, expected: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:

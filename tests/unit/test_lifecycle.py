@@ -26,7 +26,7 @@ def run(tmp_path: Path, world: World, **kw: object):  # type: ignore[no-untyped-
 
 def test_passing_run_goes_through_every_phase_in_order_and_leaves_nothing(tmp_path: Path) -> None:
     world = World()
-    lifecycle, result = run(tmp_path, world)
+    _, result = run(tmp_path, world)
     assert result.exit_code() is ExitCode.OK
     phases = [s.phase for s in result.steps]
     assert phases.index(Phase.UP) < phases.index(Phase.PROVISION) < phases.index(Phase.CHECK)
