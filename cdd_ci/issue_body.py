@@ -1,0 +1,281 @@
+"""What a failure issue and its comments say, rendered from the templates, within GitHub's limit.
+
+A body is a header (status, counts: re-rendered on every run) and details (what failed, the log
+tail, what changed, how to reproduce: rendered when the failure happens, and kept verbatim by
+green runs, which have no log of it). Untrusted text goes through `safe_text`; the token is
+scrubbed from the inputs (before any cut, so no half token survives) and from the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jinja2
+
+from cdd_ci import safe_text, templating
+from cdd_ci.github_context import GitHubContext
+from cdd_ci.issue_record import GreenRun, Record, encode
+from cdd_ci.models import ENVIRONMENT, Status
+
+DETAILS_MARK = "<!-- cdd-details -->"
+BODY_BUDGET = safe_text.BODY_LIMIT - 2_000
+"""Details are cut to fit this, leaving room for a header that grows on later runs."""
+LOG_TAIL = 40_000
+"""At most this much of a log tail, even when more would fit: the end is what matters."""
+SUMMARY_LOG_TAIL = 3_000
+SUMMARY_MAX = 25
+"""Failures listed in the summary issue; the JUnit report has all of them."""
+SUMMARY_MESSAGE_LIMIT = 300
+TITLE_LIMIT = 256
+MESSAGE_LIMIT = 1_000
+
+
+class Markdown(str):
+    """Text that is already safe to place in a GitHub Markdown document as it is."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failing step of a run, as an issue describes it."""
+
+    fingerprint: str
+    environment: str
+    phase: str
+    machine: str
+    check: str
+    status: Status
+    message: str
+    output: str
+
+    @property
+    def title(self) -> str:
+        what = self.phase if self.check == self.phase else f'{self.phase} "{self.check}"'
+        where = "the environment" if self.machine == ENVIRONMENT else self.machine
+        return f"{self.environment}: {what} failed on {where}"
+
+    @property
+    def blame(self) -> str:
+        if self.status is Status.FAILED:
+            return "The product failed a check"
+        return "The infrastructure failed"
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """The run being reported, as issues describe it."""
+
+    run_id: str
+    run_url: str
+    at: datetime
+    environment: str
+    commit: str = ""
+    provider: str = ""
+    box: str = ""
+    box_version: str = ""
+    vagrant_version: str = ""
+
+    def as_green(self) -> GreenRun:
+        return GreenRun(self.run_id, self.run_url, self.at, self.commit, self.provider,
+                        self.box, self.box_version, self.vagrant_version)
+
+
+_VERSIONS = (("Provider", "provider"), ("Box", "box"), ("Box version", "box_version"),
+             ("Vagrant", "vagrant_version"))
+"""What a run depends on besides the repository's commits, as the run's properties name it."""
+
+
+class IssueWriter:
+    """Renders titles, bodies and comments for one repository."""
+
+    def __init__(self, context: GitHubContext, *, close_after: int, cap: int,
+                 interval: timedelta) -> None:
+        self._context = context
+        self._scrub = safe_text.Scrubber([context.token])
+        self._close_after = close_after
+        self._cap = cap
+        self._interval = interval
+        self._env = _environment()
+
+    def title(self, failure: Failure) -> str:
+        # titles are not mentions, but `#12` in one still links: neutralised like the body
+        title = safe_text.one_line(failure.title, TITLE_LIMIT - 10)
+        return self._final(safe_text.neutralise(title))
+
+    def summary_title(self, environment: str) -> str:
+        return self._final(f"{environment}: more failures in one run than cdd opens issues for")
+
+    def body(self, record: Record, details: str, *, closed: bool = False) -> str:
+        state = "closed" if closed else "recovering" if record.green_streak else "failing"
+        text = self._render(
+            "issue_body.md.j2",
+            markers=Markdown(encode(record)),
+            state=state,
+            environment=record.environment,
+            machine=record.machine,
+            phase=record.phase,
+            check=record.check,
+            summary=record.summary,
+            cap=self._cap,
+            first_seen=_when(record.first_seen),
+            failing_since=_when(record.failing_since),
+            last_seen=_when(record.last_seen),
+            last_run=self._run_link(record.last_run_id, record.last_run_url),
+            occurrences=record.occurrences,
+            reopened=record.reopened,
+            green_streak=record.green_streak,
+            close_after=self._close_after,
+            details=Markdown(details),
+        )
+        return self._final(text)
+
+    def details(self, failures: list[Failure], run: RunFacts, green: GreenRun | None,
+                *, summary: bool = False) -> str:
+        """The details section, with log tails cut until the whole body fits GitHub's limit."""
+        shown, hidden = failures[:SUMMARY_MAX], len(failures) - SUMMARY_MAX
+        logs = [self._scrub(f.output) for f in shown]
+        limit = SUMMARY_LOG_TAIL if summary else LOG_TAIL
+        while True:
+            text = self._details(shown, max(hidden, 0), logs, limit, run, green, summary)
+            over = safe_text.github_length(text) - BODY_BUDGET
+            if over <= 0:
+                return text
+            if limit == 0:  # cannot happen with the caps above; GitHub would refuse the body
+                raise ValueError(f"issue details are {over} characters over the limit")
+            # each log gives up its share of the excess, plus slack for a shorter fence
+            limit = max(0, limit - over // max(1, len(shown)) - 100)
+
+    def comment(self, kind: str, record: Record, run: RunFacts, failure: Failure | None,
+                *, quiet_until: datetime | None = None) -> str:
+        text = self._render(
+            "issue_comment.md.j2",
+            mark=Markdown(comment_mark(run.run_id, kind)),
+            kind=kind,
+            run=self._run_link(run.run_id, run.run_url),
+            at=_when(run.at),
+            commit=self._commit_link(run.commit),
+            occurrences=record.occurrences,
+            failing_since=_when(record.failing_since),
+            green_streak=record.green_streak,
+            message=self._scrub(failure.message) if failure else "",
+            quiet_until=_when(quiet_until) if quiet_until else "",
+            interval=_span(self._interval),
+        )
+        return self._final(text)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _details(self, failures: list[Failure], hidden: int, logs: list[str], limit: int,
+                 run: RunFacts, green: GreenRun | None, summary: bool) -> str:
+        views = []
+        message_limit = SUMMARY_MESSAGE_LIMIT if summary else MESSAGE_LIMIT
+        for failure, log in zip(failures, logs, strict=True):
+            kept = safe_text.tail(log, limit)
+            views.append({
+                "title": failure.title,
+                "blame": failure.blame,
+                "message": safe_text.one_line(self._scrub(failure.message), message_limit),
+                "log": kept or "(no output)",
+                "log_summary": _log_summary(log, kept),
+            })
+        return self._render(
+            "issue_details.md.j2",
+            mark=Markdown(DETAILS_MARK),
+            summary=summary,
+            cap=self._cap,
+            failures=views,
+            hidden=hidden,
+            run=self._run_link(run.run_id, run.run_url),
+            commit=self._commit_link(run.commit),
+            commit_sha=run.commit,
+            environment=run.environment,
+            green=self._green(green, run),
+            versions=[
+                {"name": name, "after": getattr(run, key) or "unknown",
+                 "before": (getattr(green, key) or "unknown") if green else "",
+                 "changed": bool(green and getattr(green, key) != getattr(run, key))}
+                for name, key in _VERSIONS
+                if getattr(run, key) or (green and getattr(green, key))
+            ],
+        )
+
+    def _green(self, green: GreenRun | None, run: RunFacts) -> dict[str, Any] | None:
+        if green is None:
+            return None
+        compare = None
+        if green.commit and run.commit and green.commit != run.commit:
+            url = self._context.compare_url(green.commit, run.commit)
+            compare = _link(f"{_short(green.commit)}...{_short(run.commit)}", url)
+        return {
+            "run": self._run_link(green.run_id, green.run_url),
+            "at": _when(green.at),
+            "commit": self._commit_link(green.commit),
+            "compare": compare,
+            "same_commit": bool(green.commit) and green.commit == run.commit,
+        }
+
+    def _run_link(self, run_id: str, url: str) -> Markdown:
+        return _link(f"run {run_id}" if run_id else "a local run", url)
+
+    def _commit_link(self, sha: str) -> Markdown | str:
+        return _link(_short(sha), self._context.commit_url(sha)) if sha else ""
+
+    def _render(self, template: str, **values: Any) -> str:
+        return self._env.get_template(template).render(**values)
+
+    def _final(self, text: str) -> str:
+        return self._scrub(text)
+
+
+def comment_mark(run_id: str, kind: str) -> str:
+    """Hidden in each comment, so that a run can tell whether its comment already went in."""
+    return f"<!-- cdd-comment: {safe_text.one_line(run_id, 100)} {kind} -->"
+
+
+def details_of(body: str) -> str:
+    """The details section of an existing body (kept as it is by a green run)."""
+    at = body.find(DETAILS_MARK)
+    return body[at:] if at >= 0 else DETAILS_MARK + "\n"
+
+
+def _environment() -> jinja2.Environment:
+    env = templating.environment()
+    env.filters["code"] = lambda text: Markdown(safe_text.code_span(str(text)))
+    env.filters["fence"] = lambda text, info="": Markdown(safe_text.fence(str(text), info))
+    # Every printed value that is not Markdown built on purpose is neutralised, so that no
+    # template can let a mention or reference from a log through by forgetting a filter.
+    # Set before any template is loaded: finalize is compiled into the templates.
+    env.finalize = _finalize
+    return env
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, Markdown):
+        return value
+    return safe_text.neutralise(str(value))
+
+
+def _link(text: str, url: str) -> Markdown:
+    label = safe_text.neutralise(templating.md(text))
+    return Markdown(f"[{label}]({url})" if url else label)
+
+
+def _short(sha: str) -> str:
+    return sha[:7] if len(sha) >= 40 else sha
+
+
+def _when(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _span(interval: timedelta) -> str:
+    hours = interval.total_seconds() / 3600
+    return f"{hours:g} hours" if hours != 1 else "hour"
+
+
+def _log_summary(log: str, kept: str) -> str:
+    lines = kept.count("\n") + (1 if kept and not kept.endswith("\n") else 0)
+    if len(kept) == len(log):
+        return f"Output: {lines} line{'' if lines == 1 else 's'}"
+    return f"Output: the last {lines} lines ({len(log) - len(kept):,} earlier characters cut)"
