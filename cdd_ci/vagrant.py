@@ -9,19 +9,25 @@ call below has a deadline that kills Vagrant's whole process tree, and a failure
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import vagrant as python_vagrant
-
 from cdd_ci import procs
 from cdd_ci.models import CommandResult
 
 LineSink = Callable[[str], None]
 
 GONE_STATES = frozenset({"not_created", "not created"})
+LOCKED = "because it is locked"
+LOCK_RETRIES = (1.0, 2.0, 4.0, 8.0)
+"""Vagrant takes a per-machine file lock for every action, and some providers (vagrant-lxc's
+ssh_info) take it again from inside a sibling machine's action: machines built by parallel
+processes then now and then see "machine is locked" for a moment. Waiting it out is safe
+because `up` and `provision` resume where they stopped."""
 
 
 class VagrantError(Exception):
@@ -84,6 +90,26 @@ class VagrantCli:
             raise VagrantError("vagrant is not installed (see scripts/setup-host.sh)") from None
 
     def _run(
+        self,
+        *args: str,
+        timeout: float,
+        log: Path | None = None,
+        on_line: LineSink | None = None,
+    ) -> CommandResult:
+        deadline = time.monotonic() + timeout
+        for delay in LOCK_RETRIES:
+            try:
+                return self._run_once(*args, timeout=timeout, log=log, on_line=on_line)
+            except VagrantError as exc:
+                if LOCKED not in exc.output or time.monotonic() + delay >= deadline:
+                    raise
+            if on_line is not None:
+                on_line(f"(machine locked by another Vagrant process: retrying in {delay:g} s)")
+            time.sleep(delay)
+            timeout = deadline - time.monotonic()
+        return self._run_once(*args, timeout=timeout, log=log, on_line=on_line)
+
+    def _run_once(
         self,
         *args: str,
         timeout: float,
