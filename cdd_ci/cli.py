@@ -15,6 +15,7 @@ import typer
 
 if TYPE_CHECKING:
     from cdd_ci.config import Config
+    from cdd_ci.github_context import GitHubContext
     from cdd_ci.models import RunResult
 
 app = typer.Typer(
@@ -31,6 +32,11 @@ ConfigOption = Annotated[
 DestroyOption = Annotated[
     str | None,
     typer.Option("--destroy", help="always | passing | never (default: the config's, always)."),
+]
+ApiUrlOption = Annotated[
+    str | None,
+    typer.Option("--github-api-url", help="GitHub Enterprise API URL (default: $GITHUB_API_URL, "
+                 "else api.github.com)."),
 ]
 
 
@@ -75,8 +81,28 @@ def _finish(result: RunResult) -> NoReturn:
     raise typer.Exit(int(code))
 
 
+def _github(api_url: str | None) -> GitHubContext:
+    """GITHUB_TOKEN and GITHUB_REPOSITORY as Actions sets them; checked before any work."""
+    import os
+
+    from cdd_ci.config import ConfigError
+    from cdd_ci.github_context import context_from_env
+
+    try:
+        return context_from_env(os.environ, api_url)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
 @app.command()
-def run(config: ConfigOption = Path("cdd.toml"), destroy: DestroyOption = None) -> None:
+def run(
+    config: ConfigOption = Path("cdd.toml"),
+    destroy: DestroyOption = None,
+    issues: Annotated[bool, typer.Option(
+        "--issues", help="After the run, open, update or close GitHub issues for its failures "
+        "(needs GITHUB_TOKEN and GITHUB_REPOSITORY).")] = False,
+    github_api_url: ApiUrlOption = None,
+) -> None:
     """Build the environment from scratch, check it, harvest logs, destroy it, report."""
     from cdd_ci.lifecycle import Lifecycle, real_backend
     from cdd_ci.progress import ConsoleDisplay
@@ -84,12 +110,61 @@ def run(config: ConfigOption = Path("cdd.toml"), destroy: DestroyOption = None) 
 
     cfg = _load(config)
     policy = _policy(destroy)
+    github = _github(github_api_url) if issues else None
     cancellation = Cancellation()
     with interruptible(cancellation):
         lifecycle = Lifecycle(cfg, real_backend(), ConsoleDisplay(), cancellation,
                               policy=policy)  # type: ignore[arg-type]
         result = lifecycle.run()
+    if github is not None:
+        from cdd_ci import junit
+        from cdd_ci.issues import report_issues
+
+        # after destroy, so GitHub can never hold the machines up; its own testcase in the
+        # report, which never changes the verdict
+        outcome = report_issues(result, github)
+        for line in outcome.lines():
+            typer.echo(f"cdd: issues: {line}", err=True)
+        result.add(outcome.step())
+        junit.write(result, cfg.report_dir / "junit.xml")
     _finish(result)
+
+
+@app.command()
+def issues(
+    junit_path: Annotated[Path, typer.Option(
+        "--junit", help="The JUnit report of the run to report.")] = Path("reports/junit.xml"),
+    github_api_url: ApiUrlOption = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print what would change on GitHub, and change nothing.")] = False,
+    baseline: Annotated[Path | None, typer.Option(
+        "--baseline", help="JUnit report of an earlier green run, for what changed since.")] = None,
+    close_after: Annotated[int, typer.Option(
+        help="Green runs in a row before an issue is closed.", min=1)] = 2,
+    comment_hours: Annotated[float, typer.Option(
+        help="At most one comment per failure in this many hours.", min=0)] = 24,
+    max_issues: Annotated[int, typer.Option(
+        help="Failures of one run that get an issue each; the rest share one.", min=1)] = 10,
+) -> None:
+    """Open, update, close or reopen GitHub issues for a run already done, from its report."""
+    import xml.etree.ElementTree as ET
+    from datetime import timedelta
+
+    from cdd_ci import junit
+    from cdd_ci.issues import IssuePolicy, report_issues
+
+    github = _github(github_api_url)
+    try:
+        result = junit.read(junit_path)
+        green = junit.read(baseline) if baseline else None
+    except (OSError, ET.ParseError) as exc:
+        fail(f"cannot read the JUnit report: {exc}")
+    policy = IssuePolicy(comment_interval=timedelta(hours=comment_hours),
+                         close_after=close_after, max_issues=max_issues)
+    outcome = report_issues(result, github, policy=policy, dry_run=dry_run, baseline=green)
+    for line in outcome.lines():
+        typer.echo(line)
+    raise typer.Exit(0 if outcome.ok else 3)
 
 
 @app.command()
