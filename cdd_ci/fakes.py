@@ -38,6 +38,11 @@ class FakeHost:
                     out.append(Resource(provider, name, run_id, machine))
             return out
 
+    def stop(self, resource: Resource) -> None:
+        with self.lock:
+            if resource.name in self.machines:
+                self.machines[resource.name] = "stopped"
+
     def remove(self, resource: Resource) -> None:
         if self.fail_remove:
             raise RuntimeError(f"cannot remove {resource.name}")

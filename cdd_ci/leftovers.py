@@ -43,6 +43,26 @@ def find(provider: str, run_ids: Sequence[str] | None = None) -> list[Resource]:
     return sorted(found, key=lambda r: r.name)
 
 
+def stop(resource: Resource) -> None:
+    """Power a machine off at once, without a graceful shutdown.
+
+    The machine is about to be destroyed, so nothing in it needs to be saved, and a graceful
+    shutdown of RabbitMQ or MariaDB can take longer than a cancelled job has left.
+    """
+    argv = {
+        "lxc": ["lxc-stop", "-k", "-n", resource.name],
+        "docker": [_docker(), "kill", resource.name],
+        "libvirt": ["virsh", "-c", "qemu:///system", "destroy", resource.name],
+        "virtualbox": ["VBoxManage", "controlvm", resource.name, "poweroff"],
+    }.get(resource.provider)
+    if argv is None:
+        return
+    try:
+        procs.run(argv, timeout=TIMEOUT)  # fails harmlessly when already stopped
+    except (OSError, procs.CommandTimeout):
+        pass
+
+
 def remove(resource: Resource) -> None:
     """Remove one machine with the provider's own tools; gone already counts as removed."""
     argvs: list[list[str]]

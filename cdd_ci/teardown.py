@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from cdd_ci.leftovers import Resource
 from cdd_ci.ledger import Ledger
+from cdd_ci.leftovers import Resource
 from cdd_ci.models import ENVIRONMENT, Phase, Status, StepResult
 from cdd_ci.vagrant import Environment, VagrantError
 
@@ -28,6 +28,8 @@ class Provider(Protocol):
 
     def find(self, provider: str, run_ids: Sequence[str] | None = None) -> list[Resource]: ...
 
+    def stop(self, resource: Resource) -> None: ...
+
     def remove(self, resource: Resource) -> None: ...
 
 
@@ -37,6 +39,11 @@ class RealProvider:
         from cdd_ci import leftovers
 
         return leftovers.find(provider, run_ids)
+
+    def stop(self, resource: Resource) -> None:
+        from cdd_ci import leftovers
+
+        leftovers.stop(resource)
 
     def remove(self, resource: Resource) -> None:
         from cdd_ci import leftovers
@@ -60,6 +67,11 @@ def destroy_run(
     """
     started = time.monotonic()
     problems: list[str] = []
+    # power off first, all at once: Vagrant's destroy would shut each machine down politely
+    running = _safe_find(provider, ledger, problems)
+    if running:
+        with ThreadPoolExecutor(max_workers=len(running)) as pool:
+            list(pool.map(provider.stop, running))
     if environment is not None:
         def one(machine: str) -> str:
             log = log_dir / machine / "destroy.log" if log_dir else None
