@@ -1,0 +1,1 @@
+"""Stand-ins for external systems that tests drive over real protocols."""
