@@ -5,7 +5,8 @@ and updates the record as machines come up. Teardown in another process (`cdd de
 reaper) needs nothing else: not the process that started the run, not its memory, not even
 Vagrant's own `.vagrant` state, because every machine's provider-level name is derived from
 the run id. While a run is alive it holds an exclusive lock on `.cdd/runs/<run_id>/lock`, so
-other processes can tell a live run from the remains of a killed one.
+other processes can tell a live run from the remains of a killed one. Every run is also
+registered in the host-wide index (hostindex.py), so the reaper finds it from anywhere.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
+
+from cdd_ci.hostindex import HostIndex
 
 LEDGER = "ledger.json"
 LOCK = "lock"
@@ -45,6 +50,8 @@ class Ledger:
     hold_until: float = 0.0
     """Set when a failed environment is kept for debugging; the reaper honours it."""
     heartbeat: float = 0.0
+    history: str = ""
+    """The history database this run is counted in, so whoever destroys it can close it."""
 
     @property
     def dotfile_path(self) -> str:
@@ -59,8 +66,12 @@ def new_run_id(now: float | None = None) -> str:
 class LedgerStore:
     """The ledgers of one project, under its state directory (`.cdd/`)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, index: HostIndex | None = None) -> None:
         self.runs_dir = state_dir / "runs"
+        self.index = index or HostIndex.from_environ()
+        self.index_error = ""
+        """Why the last run could not be registered host-wide (the run goes on regardless:
+        the reaper still finds its machines by name, only later)."""
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
@@ -76,6 +87,10 @@ class LedgerStore:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        try:
+            self.index.register(ledger.run_id, path.parent, ledger.environment)
+        except OSError as exc:
+            self.index_error = f"{self.index.directory}: {exc}"
 
     def read(self, run_id: str) -> Ledger:
         data = json.loads((self.run_dir(run_id) / LEDGER).read_text(encoding="utf-8"))
@@ -103,6 +118,12 @@ class LedgerStore:
                 path.unlink(missing_ok=True)
         if run_dir.exists():
             run_dir.rmdir()
+        # the ledger first: a crash in between leaves a stale pointer, which the reaper
+        # drops, rather than a ledger that nothing on the host points to
+        try:
+            self.index.unregister(run_id)
+        except OSError:
+            pass
 
     def acquire(self, run_id: str) -> IO[str]:
         """Hold the run's liveness lock for as long as the returned file stays open."""
@@ -126,3 +147,23 @@ class LedgerStore:
                 return True
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         return False
+
+    @contextmanager
+    def hold(self, run_id: str) -> Iterator[bool]:
+        """Take a recorded run's lock for a while, if nobody holds it; yields whether we do.
+
+        Whoever destroys a run that is not theirs (the reaper, `cdd down`, clearing
+        leftovers) holds its lock meanwhile: a second reaper then sees it as busy and keeps
+        off, instead of the two destroying, and forgetting, the same run at once.
+        """
+        path = self.run_dir(run_id) / LOCK
+        if not path.parent.is_dir():
+            yield False
+            return
+        with path.open("a") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
