@@ -73,7 +73,7 @@ def context_from_env(env: Mapping[str, str], api_url: str | None = None) -> GitH
         raise ConfigError(f"GITHUB_REPOSITORY must be owner/name, not {repository!r}")
     api = (api_url or env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
     server = (env.get("GITHUB_SERVER_URL") or DEFAULT_SERVER_URL).rstrip("/")
-    for name, url in (("GitHub API URL", api), ("GITHUB_SERVER_URL", server)):
+    for name, url in (("GITHUB_API_URL (or --github-api-url)", api), ("GITHUB_SERVER_URL", server)):
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ConfigError(f"{name} must be an http(s) URL, not {url!r}")
