@@ -360,7 +360,7 @@ class _Reporter:
             if tracked is not None:
                 self._did(f"already failing on {main}:", tracked.issue.title, tracked.issue)
             else:
-                self._did(f"not failing on {main} (no open issue):", self.writer.title(failure))
+                self._did(f"not failing on {main} (no open issue)", self.writer.title(failure))
 
     # -- GitHub, carefully -------------------------------------------------------------------
 
@@ -422,7 +422,8 @@ class _Reporter:
         for name in names:
             if name.lower() in self._labels:
                 continue
-            spec = _LABELS.get(name) or LabelSpec(name, "fbca04", f"cdd: failed in {name}")
+            phase = name.removeprefix("phase:")
+            spec = _LABELS.get(name) or LabelSpec(name, "fbca04", f"Failed in the {phase} phase")
             self._post(partial(self.tracker.create_label, spec), partial(self._has_label, name))
             self._labels.add(name.lower())
 
@@ -513,7 +514,8 @@ def _facts(result: RunResult, context: GitHubContext) -> RunFacts:
     props = result.properties
     at = result.finished_at or result.started_at
     return RunFacts(
-        run_id=result.run_id,
+        # the run id tells a second report of a run from a new run: it must not be empty
+        run_id=result.run_id or f"{result.environment}-{int(at)}",
         run_url=context.run_url,
         at=datetime.fromtimestamp(at, UTC) if at else datetime.now(UTC),
         environment=result.environment,

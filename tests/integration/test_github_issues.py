@@ -322,7 +322,7 @@ def test_on_a_pull_request_known_failures_are_named_and_nothing_is_written(
     outcome = report_issues(run(1, A, B), pr, options=OPTIONS, policy=POLICY)
     assert outcome.lines() == [
         f'already failing on main: #6: {ENV}: check "{A}" failed on database',
-        f'not failing on main (no open issue):: {ENV}: check "{B}" failed on broker',
+        f'not failing on main (no open issue): {ENV}: check "{B}" failed on broker',
     ]
     assert not WRITES & {r.operation for r in github.requests[before:]}
 
@@ -359,6 +359,18 @@ def test_cdd_issues_without_a_token_is_one_line_and_exit_2(tmp_path: Path) -> No
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and result.output.startswith("cdd: error: GITHUB_TOKEN")
     assert "Traceback" not in result.output
+
+
+def test_cdd_run_issues_without_a_repository_stops_before_building_anything(
+        tmp_path: Path) -> None:
+    config = tmp_path / "cdd.toml"
+    config.write_text('[environment]\nname = "demo"\ndirectory = "env"\nmachines = ["one"]\n')
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--issues"],
+                                env={"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": ""})
+    assert result.exit_code == 2
+    assert result.output == "cdd: error: GITHUB_REPOSITORY is not set: give the repository as " \
+        "owner/name\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cdd.toml"]  # no ledger, no reports
 
 
 def test_cdd_issues_exits_3_when_github_refuses(github: GitHubServer, tmp_path: Path) -> None:

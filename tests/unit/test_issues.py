@@ -206,7 +206,7 @@ def test_on_a_pull_request_nothing_is_written_and_known_failures_are_named() -> 
     assert set(tracker.calls[calls:]) == {"issues"}
     assert outcome.lines() == [
         'already failing on main: #1: openstack-base: check "mariadb running" failed on database',
-        "not failing on main (no open issue):: openstack-base: check \"rabbitmq running\" failed "
+        "not failing on main (no open issue): openstack-base: check \"rabbitmq running\" failed "
         "on database",
     ]
 
