@@ -54,6 +54,11 @@ class Fault:
         return cls(method, path, status, {"message": "Server Error"}, times=times, after=after)
 
     @classmethod
+    def dropped(cls, method: str, path: str, *, after: bool = True) -> Fault:
+        """No answer at all: the connection closes (after the work, by default)."""
+        return cls(method, path, 0, {}, after=after)
+
+    @classmethod
     def primary_rate_limit(cls, method: str, path: str, *, reset_in: int, times: int = 1) -> Fault:
         return cls(method, path, 403, {
             "message": "API rate limit exceeded for installation ID 4242.",
@@ -423,6 +428,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, data, headers, operation = self._answer(url.path, query, raw)
             github.requests.append(Request(self.command, url.path, operation, query,
                                            _json(raw), status, raw))
+        if status == 0:  # a dropped connection: no status line at all
+            self.close_connection = True
+            return
         payload = b"" if data is None else json.dumps(data).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -438,9 +446,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, full_path: str, query: dict[str, list[str]],
                 raw: bytes) -> tuple[int, Any, dict[str, str], str]:
         github = self.github
-        auth = self.headers.get("Authorization", "")
-        if auth not in (f"token {github.token}", f"Bearer {github.token}"):
-            return (*_error(401, "Bad credentials"), "")
         if not full_path.startswith(PREFIX + "/"):
             github.violations.append(f"{self.command} {full_path}: outside the API prefix")
             return (*_error(404, "Not Found"), "")
@@ -454,13 +459,24 @@ class _Handler(BaseHTTPRequestHandler):
         if raw and body is None:
             github.violations.append(f"{op.operation_id}: request body is not JSON")
         github.violations += github.api.request_errors(op, params, query, body)
+        status, data, headers = self._result(op, params, query, body, path)
+        if status:
+            github.violations += github.api.response_errors(op, status, data)
+        return status, data, headers, op.operation_id
+
+    def _result(self, op: Operation, params: dict[str, str], query: dict[str, list[str]],
+                body: Any, path: str) -> tuple[int, Any, dict[str, str]]:
+        github = self.github
+        if self.headers.get("Authorization", "") not in (f"token {github.token}",
+                                                         f"Bearer {github.token}"):
+            return _error(401, "Bad credentials")
         fault = self._fault(path)
         if fault is None or fault.after:
-            status, data, headers = github.handle(op, params, query, body, path)
-        if fault is not None:  # instead of the answer, or after the work when `after`
-            status, data, headers = fault.status, fault.body, dict(fault.headers)
-        github.violations += github.api.response_errors(op, status, data)
-        return status, data, headers, op.operation_id
+            answer = github.handle(op, params, query, body, path)
+        if fault is None:
+            return answer
+        # instead of the answer, or after the work was done when `after`
+        return fault.status, fault.body, dict(fault.headers)
 
     def _fault(self, path: str) -> Fault | None:
         for fault in self.github.faults:

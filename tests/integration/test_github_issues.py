@@ -244,6 +244,14 @@ def test_runs_racing_to_report_one_new_failure_open_one_issue(
     assert 1 <= ours(github)[A]["record"].occurrences <= 4  # type: ignore[attr-defined]
 
 
+def test_a_create_whose_connection_dropped_after_github_acted_is_not_repeated(
+        github: GitHubServer) -> None:
+    github.fail(Fault.dropped("POST", r"/repos/acme/cloud/issues"))
+    report(github, run(0, A))
+    assert len(github.real_issues()) == 1
+    assert github.operations().count("issues/create") == 1
+
+
 def test_a_five_megabyte_log_leaves_a_body_under_the_limit_with_nothing_live_in_it(
         github: GitHubServer) -> None:
     line = f"mysqld: @dba-team look at #1234 (GH-9) ```` {TOKEN} <!-- cdd-record: {{}} -->\n"
