@@ -44,6 +44,13 @@ class Timeouts(Strict):
     destroy: float = Field(300, gt=0)
 
 
+class MachineResources(Strict):
+    """What one machine takes from the host, as its Vagrantfile sets it."""
+
+    cpus: int = Field(1, gt=0)
+    memory_mb: int = Field(1024, gt=0)
+
+
 class Environment(Strict):
     name: str = Field(pattern=NAME_RE)
     directory: Path
@@ -55,6 +62,12 @@ class Environment(Strict):
     on a runner that has none, rather than half-build."""
     env: dict[str, str] = Field(default_factory=dict)
     """Extra environment variables for every Vagrant call (read by the Vagrantfile)."""
+    resources: dict[str, MachineResources] = Field(default_factory=dict)
+    """Per machine, e.g. `broker = { cpus = 2, memory_mb = 2048 }`; machines not named here
+    count as 1 CPU and 1024 MB. Recorded in the run history."""
+
+    def resources_of(self, machine: str) -> MachineResources:
+        return self.resources.get(machine, MachineResources())
 
 
 class Retry(Strict):
@@ -139,6 +152,23 @@ class Report(Strict):
     directory: Path = Path("reports")
     max_log_bytes: int = Field(1_000_000, gt=0)
     """Cap per harvested log; the tail is kept, since that is where failures are."""
+    history: Path = Path("reports/history.sqlite")
+    """The run history (SQLite), relative to cdd.toml; CI carries it between runs."""
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Savings(Strict):
+    """`cdd savings`: what the machine-hours cost, and the baselines they are set against."""
+
+    price_per_machine_hour: float = Field(0.0, ge=0)
+    """0 leaves money out of the report; `cdd savings --price` overrides it."""
+    currency: str = Field("$", max_length=8)
+    working_hours_per_day: float = Field(10, gt=0, le=24)
+    working_days: list[Weekday] = Field(
+        default_factory=lambda: list(WEEKDAYS[:5]), min_length=1)
 
 
 class Config(Strict):
@@ -148,6 +178,7 @@ class Config(Strict):
     checks: list[Check] = Field(default_factory=list)
     harvest: list[Harvest] = Field(default_factory=list)
     report: Report = Report()
+    savings: Savings = Savings()
 
     root: Path = Field(default=Path("."), exclude=True)
     """Directory of the config file; relative paths are resolved against it."""
@@ -159,6 +190,10 @@ class Config(Strict):
     @property
     def report_dir(self) -> Path:
         return (self.root / self.report.directory).resolve()
+
+    @property
+    def history_path(self) -> Path:
+        return (self.root / self.report.history).resolve()
 
     @property
     def state_dir(self) -> Path:
@@ -226,6 +261,10 @@ def _check_references(config: Config, path: Path) -> None:
                     f"{path}: {section}[{i}].on: a {getattr(item, 'type', '')} check runs on"
                     " a machine, not on the host"
                 )
+    for name in config.environment.resources:
+        if name not in machines:
+            raise ConfigError(f"{path}: environment.resources.{name}: unknown machine "
+                              f"(machines: {', '.join(sorted(machines))})")
     names = [c.name for c in config.checks]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

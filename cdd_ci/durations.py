@@ -1,8 +1,10 @@
-"""Durations as people write them on a command line: `6h`, `30d`, `2h30m`, `90m`."""
+"""Durations as people write them on a command line (`6h`, `30d`, `2h30m`), and moments
+as they read them in a log (UTC, always: runners and laptops disagree on time zones)."""
 
 from __future__ import annotations
 
 import re
+import time
 
 UNITS = {"w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
@@ -36,3 +38,8 @@ def format_duration(seconds: float) -> str:
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours:02d}h"
+
+
+def format_time(timestamp: float) -> str:
+    """2024-05-06 17:30 UTC"""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))

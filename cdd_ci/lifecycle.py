@@ -1,8 +1,9 @@
 """The run, top to bottom: the only place that knows the phase order and the destroy rule.
 
-    record the run (write-ahead) -> clear leftovers of earlier runs -> up -> provision
-    -> connect -> checks
-    finally: harvest logs -> destroy -> verify nothing is left -> write the report
+    lock and record the run (write-ahead, and in the run history) -> clear leftovers of
+    earlier runs -> up -> provision -> connect -> checks
+    finally: harvest logs -> destroy (or hold, or keep) -> verify nothing is left
+             -> write the report -> close the run's record in the history
 
 The `finally` runs whatever happened before it: a failed check, a failed provisioner, a
 timeout, any exception, SIGINT or SIGTERM (turned into Interrupted by signals.py).
@@ -21,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from cdd_ci import checks, harvest, junit, procs
+from cdd_ci import checks, harvest, history, junit, procs
 from cdd_ci.config import Config, DestroyPolicy
+from cdd_ci.durations import format_duration, format_time
 from cdd_ci.ledger import Ledger, LedgerStore, new_run_id
 from cdd_ci.models import ENVIRONMENT, Phase, RunResult, Status, StepResult
+from cdd_ci.release import release_run
 from cdd_ci.signals import Cancellation, Interrupted
 from cdd_ci.ssh import Shell, SshError, SshPool
 from cdd_ci.teardown import Provider, RealProvider, destroy_run
@@ -100,6 +103,7 @@ def new_ledger(config: Config, command: str, run_id: str | None = None) -> Ledge
         started_at=time.time(),
         command=command,
         config=str(config.root),
+        history=str(config.history_path),
     )
 
 
@@ -116,6 +120,8 @@ class Lifecycle:
         policy: DestroyPolicy | None = None,
         command: str = "run",
         run_id: str | None = None,
+        hold_on_failure: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -136,13 +142,21 @@ class Lifecycle:
         self._vagrant = backend.environment(self.ledger, cancellation.build)
         self._shells: Shells | None = None
         self._open: dict[str, Shell] = {}
+        self.hold_on_failure = hold_on_failure
+        """Seconds to keep a failed environment for debugging (0: destroy as usual)."""
+        self.clock = clock
+        self.timeline = history.Timeline(clock)
+        self._history_event = 0
+        self._released_at: float | None = None
 
     # -- the sequence ------------------------------------------------------------------
 
     def run(self) -> RunResult:
         """Build, check, always tear down (per policy), always report."""
-        self._record("created")
+        # locked before it is recorded: no reaper may ever find the run and think it dead
         lock = self.store.acquire(self.ledger.run_id)
+        self._record("created")
+        self._begin_history()
         try:
             self._fresh_reports()
             self.clear_leftovers()
@@ -159,6 +173,7 @@ class Lifecycle:
             self.harvest()
             self.teardown()
             self.report()
+            self._finish_history()
             lock.close()
         return self.result
 
@@ -166,9 +181,12 @@ class Lifecycle:
         """`cdd up`: the same build and checks, but the environment stays for the day.
 
         A failed build is still destroyed (there is nothing useful to keep up), unless the
-        policy says otherwise.
+        policy says otherwise. Once built, the lock is let go: from then on the reaper judges
+        the environment by its age, which is what catches a forgotten `cdd down`.
         """
+        lock = self.store.acquire(self.ledger.run_id)
         self._record("created")
+        self._begin_history()
         try:
             self._fresh_reports()
             self.up()
@@ -186,6 +204,8 @@ class Lifecycle:
                 self.result.kept = True
                 self._record("up")
             self.report()
+            self._finish_history()
+            lock.close()
         return self.result
 
     # -- phases ------------------------------------------------------------------------
@@ -195,18 +215,25 @@ class Lifecycle:
         for old in self.store.all():
             if old.run_id == self.ledger.run_id or self.store.is_live(old.run_id):
                 continue
+            if old.hold_until > self.clock():
+                self.display.warn(f"run {old.run_id} is held for debugging until "
+                                  f"{format_time(old.hold_until)}: left as it is")
+                continue
             self.display.phase(f"clearing leftovers of run {old.run_id}")
-            steps = destroy_run(old, self.backend.environment(old, None),
-                                self.backend.provider, timeout=self.config.timeouts.destroy)
-            ok = all(s.ok for s in steps)
+            with self.timeline.span("cleanup"):
+                released = release_run(
+                    self.store, old.run_id, lambda led: self.backend.environment(led, None),
+                    self.backend.provider, command="cleanup",
+                    timeout=self.config.timeouts.destroy, clock=self.clock)
+            if released.busy:
+                continue  # another cdd took it between our look and our lock
+            steps = released.steps
             self.result.add(StepResult(
                 Phase.CLEANUP, ENVIRONMENT, f"clear leftovers of {old.run_id}",
-                Status.PASSED if ok else Status.ERROR,
+                Status.PASSED if released.ok else Status.ERROR,
                 duration=sum(s.duration for s in steps),
                 message="; ".join(s.message for s in steps),
             ))
-            if ok:
-                self.store.forget(old.run_id)
 
     def up(self) -> None:
         """Create and provision every machine, in parallel where the provider allows."""
@@ -263,13 +290,15 @@ class Lifecycle:
             self._skip_checks()
             return
         self.display.phase(f"check: {len(checks.plan(self.config))} checks")
+        self._record("checking")
         addresses = self._shells.addresses if self._shells else {}
-        for step in checks.run_checks(
-            self.config, self._open, addresses,
-            deadline=time.monotonic() + self.config.timeouts.check,
-            on_result=self.display.step,
-        ):
-            self.result.add(step)
+        with self.timeline.span("check"):
+            for step in checks.run_checks(
+                self.config, self._open, addresses,
+                deadline=time.monotonic() + self.config.timeouts.check,
+                on_result=self.display.step,
+            ):
+                self.result.add(step)
         if self.cancellation.cancelled:
             raise Interrupted(self.cancellation.signame)
 
@@ -281,8 +310,9 @@ class Lifecycle:
             return
         self.display.phase("harvest: copying logs off the machines")
         try:
-            steps = harvest.harvest(self.config, self._open, self.log_dir,
-                                    timeout=self.config.timeouts.harvest)
+            with self.timeline.span("harvest"):
+                steps = harvest.harvest(self.config, self._open, self.log_dir,
+                                        timeout=self.config.timeouts.harvest)
         except Exception as exc:  # harvest must never block destroy
             steps = [StepResult(Phase.HARVEST, ENVIRONMENT, "harvest", Status.ERROR,
                                 message=f"{type(exc).__name__}: {exc}")]
@@ -293,6 +323,9 @@ class Lifecycle:
 
     def teardown(self) -> None:
         self._close_shells()
+        if self._holding():
+            self._hold()
+            return
         if self._keep():
             self.result.kept = True
             self.display.warn(
@@ -305,16 +338,18 @@ class Lifecycle:
         self.display.phase("destroy")
         self._record("destroying")
         try:
-            steps = destroy_run(
-                self.ledger, self.backend.environment(self.ledger, None), self.backend.provider,
-                timeout=self.config.timeouts.destroy, log_dir=self.log_dir,
-                on_step=self.display.step,
-            )
+            with self.timeline.span("destroy"):
+                steps = destroy_run(
+                    self.ledger, self.backend.environment(self.ledger, None),
+                    self.backend.provider, timeout=self.config.timeouts.destroy,
+                    log_dir=self.log_dir, on_step=self.display.step,
+                )
         except Exception as exc:  # even then, report rather than crash
             steps = [StepResult(Phase.DESTROY, ENVIRONMENT, "destroy", Status.ERROR,
                                 message=f"{type(exc).__name__}: {exc}")]
         self.result.steps.extend(steps)
         if all(s.ok for s in steps):
+            self._released_at = self.clock()
             self.store.forget(self.ledger.run_id)
         else:
             self._record("destroy-failed")
@@ -334,6 +369,7 @@ class Lifecycle:
         if self.cancellation.cancelled:
             return False
         started = time.monotonic()
+        wall = self.clock()
         try:
             action()
             step = StepResult(phase, machine, name, Status.PASSED,
@@ -345,6 +381,7 @@ class Lifecycle:
                               duration=time.monotonic() - started, message=str(exc),
                               output=exc.output[-20_000:])
         self.result.add(step)
+        self.timeline.add(phase.value, machine, wall, step.status.value)
         self.display.step(step)
         return step.ok
 
@@ -364,6 +401,52 @@ class Lifecycle:
         if self.policy is DestroyPolicy.NEVER:
             return True
         return self.policy is DestroyPolicy.PASSING and not self.result.passed
+
+    def _holding(self) -> bool:
+        """--hold-on-failure: a failed run (not an interrupted one) is kept, for a while."""
+        return (self.hold_on_failure > 0 and not self.result.passed
+                and not self.result.interrupted_by and self.policy is not DestroyPolicy.NEVER)
+
+    def _hold(self) -> None:
+        self.ledger.hold_until = self.clock() + self.hold_on_failure
+        self.result.kept = True
+        self.result.properties["hold_until"] = format_time(self.ledger.hold_until)
+        self.display.warn(
+            f"HOLDING the failed environment of run {self.ledger.run_id} for debugging until "
+            f"{format_time(self.ledger.hold_until)} ({format_duration(self.hold_on_failure)}): its "
+            f"machines keep running until then. `cdd destroy --run-id {self.ledger.run_id}` "
+            f"frees them sooner; after that, `cdd reap` destroys them"
+        )
+        self._record("held")
+
+    def _begin_history(self) -> None:
+        env = self.config.environment
+        start = history.RunStart(
+            self.ledger.run_id, env.name, env.provider, self.ledger.command,
+            self.ledger.started_at,
+            tuple(history.MachineSpec(m, env.resources_of(m).cpus,
+                                      env.resources_of(m).memory_mb) for m in env.machines),
+            host=self.ledger.host)
+        if self.store.index_error:
+            self.display.warn(f"run not in the host index ({self.store.index_error}): "
+                              "`cdd reap` finds its machines by name only")
+        try:
+            self._history_event = history.History(self.config.history_path).begin(start)
+        except Exception as exc:  # history never decides a run: warn, and go on
+            self.display.warn(f"run history not written: {exc}")
+
+    def _finish_history(self) -> None:
+        if not self._history_event:
+            return
+        try:
+            history.History(self.config.history_path).finish(
+                self._history_event, finished_at=self.result.finished_at or self.clock(),
+                outcome=history.outcome_of(self.result), spans=self.timeline.spans,
+                released_at=self._released_at, released_by=self.ledger.command,
+                hold_until=self.ledger.hold_until or None,
+                commit=self.result.properties.get("commit", ""))
+        except Exception as exc:  # the verdict is already decided; only the record is lost
+            self.display.warn(f"run history not written: {exc}")
 
     def _mask_signals(self) -> None:
         """From here on a signal only marks the run interrupted; teardown must finish."""
@@ -402,19 +485,96 @@ class Lifecycle:
 def destroy_recorded(
     config: Config, backend: Backend, display: Display, run_id: str | None = None
 ) -> list[StepResult]:
-    """`cdd destroy`: tear down every recorded run of this project from its ledger alone."""
+    """`cdd destroy`: tear down every recorded run of this project from its ledger alone.
+
+    A run whose process is still alive is left alone and reported as a teardown error:
+    destroying machines under a live run is how ledgers and reality drift apart.
+    """
     store = LedgerStore(config.state_dir)
     ledgers = [led for led in store.all() if run_id is None or led.run_id == run_id]
     steps: list[StepResult] = []
     for ledger in ledgers:
         display.phase(f"destroying run {ledger.run_id} ({', '.join(ledger.machines)})")
-        env = backend.environment(ledger, None) if Path(ledger.directory).is_dir() else None
-        run_steps = destroy_run(ledger, env, backend.provider,
-                                timeout=config.timeouts.destroy, on_step=display.step)
-        steps.extend(run_steps)
-        if all(s.ok for s in run_steps):
-            store.forget(ledger.run_id)
+        released = release_run(store, ledger.run_id, lambda led: backend.environment(led, None),
+                               backend.provider, command="destroy",
+                               timeout=config.timeouts.destroy, on_step=display.step)
+        if released.busy:
+            steps.append(StepResult(Phase.DESTROY, ENVIRONMENT, "destroy", Status.ERROR,
+                                    message=f"run {ledger.run_id} is live (another cdd holds "
+                                            "it): not destroyed"))
+            display.step(steps[-1])
+        steps.extend(released.steps)
+        if released.history_problem:
+            display.warn(released.history_problem)
     return steps
+
+
+KEPT_PHASES = ("up", "kept", "held")
+"""Ledger phases of an environment that stays up after its command ended."""
+
+
+def down_recorded(
+    config: Config, backend: Backend, display: Display, run_id: str | None = None
+) -> RunResult:
+    """`cdd down`: the evening after `cdd up`. Save what the config's `[[harvest]]` names,
+    then destroy the environment and release everything it held.
+
+    The copies go to `reports/saved/<run id>/<machine>/`, which later runs do not clear.
+    A failed copy is reported (exit 3) but does not keep the machines: they would only be
+    reaped later, unsaved all the same.
+    """
+    store = LedgerStore(config.state_dir)
+    kept = [led for led in store.all()
+            if led.phase in KEPT_PHASES and run_id in (None, led.run_id)]
+    if not kept:
+        raise LookupError("no environment is up here (`cdd status` lists this host's)")
+    ledger = kept[-1]
+    result = RunResult(ledger.run_id, ledger.environment, ledger.provider, ledger.machines,
+                       started_at=time.time())
+    out_dir = config.report_dir / "saved" / ledger.run_id
+
+    def save(led: Ledger) -> list[StepResult]:
+        if not config.harvest:
+            return []
+        display.phase(f"saving what [[harvest]] names to {out_dir}")
+        try:
+            pool = backend.shells(backend.environment(led, None).ssh_config(
+                led.machines, timeout=SSH_OPEN_TIMEOUT), None)
+        except VagrantError as exc:
+            return [StepResult(Phase.HARVEST, ENVIRONMENT, "harvest", Status.ERROR,
+                               message=f"machines unreachable, nothing saved: {exc}")]
+        steps: list[StepResult] = []
+        try:
+            opened: dict[str, Shell] = {}
+            for machine in led.machines:
+                try:
+                    pool.open(machine, timeout=SSH_OPEN_TIMEOUT)
+                    opened[machine] = pool.shells[machine]
+                except SshError as exc:
+                    steps.append(StepResult(Phase.HARVEST, machine, "harvest", Status.ERROR,
+                                            message=f"unreachable, nothing saved: {exc}"))
+            steps += [s for s in harvest.harvest(config, opened, out_dir,
+                                                 timeout=config.timeouts.harvest)
+                      if s.machine in opened]
+        finally:
+            pool.close()
+        for step in steps:
+            display.step(step)
+        return steps
+
+    display.phase(f"down: run {ledger.run_id} ({', '.join(ledger.machines)})")
+    released = release_run(store, ledger.run_id, lambda led: backend.environment(led, None),
+                           backend.provider, command="down", timeout=config.timeouts.destroy,
+                           save=save, on_step=display.step)
+    if released.busy:
+        result.add(StepResult(Phase.DESTROY, ENVIRONMENT, "destroy", Status.ERROR,
+                              message=f"run {ledger.run_id} is in use by another cdd "
+                                      "(its lock is held): try again when it has finished"))
+    result.steps.extend(released.steps)
+    if released.history_problem:
+        display.warn(released.history_problem)
+    result.finished_at = time.time()
+    return result
 
 
 def _commit(root: Path) -> str:
@@ -432,7 +592,7 @@ def _commit(root: Path) -> str:
 def check_recorded(config: Config, backend: Backend, display: Display) -> RunResult:
     """`cdd check`: the smoke checks against the run that is up now (kept by `cdd up`)."""
     store = LedgerStore(config.state_dir)
-    kept = [led for led in store.all() if led.phase in ("up", "kept")]
+    kept = [led for led in store.all() if led.phase in KEPT_PHASES]
     if not kept:
         raise LookupError("no environment is up: start one with `cdd up`")
     ledger = kept[-1]
