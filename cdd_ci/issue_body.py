@@ -16,7 +16,7 @@ import jinja2
 
 from cdd_ci import safe_text, templating
 from cdd_ci.github_context import GitHubContext
-from cdd_ci.issue_record import GreenRun, Record, encode
+from cdd_ci.issue_record import Record, RunFacts, encode
 from cdd_ci.models import ENVIRONMENT, Status
 
 DETAILS_MARK = "<!-- cdd-details -->"
@@ -60,25 +60,6 @@ class Failure:
         if self.status is Status.FAILED:
             return "The product failed a check"
         return "The infrastructure failed"
-
-
-@dataclass(frozen=True)
-class RunFacts:
-    """The run being reported, as issues describe it."""
-
-    run_id: str
-    run_url: str
-    at: datetime
-    environment: str
-    commit: str = ""
-    provider: str = ""
-    box: str = ""
-    box_version: str = ""
-    vagrant_version: str = ""
-
-    def as_green(self) -> GreenRun:
-        return GreenRun(self.run_id, self.run_url, self.at, self.commit, self.provider,
-                        self.box, self.box_version, self.vagrant_version)
 
 
 _VERSIONS = (("Provider", "provider"), ("Box", "box"), ("Box version", "box_version"),
@@ -130,7 +111,7 @@ class IssueWriter:
         )
         return self._final(text)
 
-    def details(self, failures: list[Failure], run: RunFacts, green: GreenRun | None,
+    def details(self, failures: list[Failure], run: RunFacts, green: RunFacts | None,
                 *, summary: bool = False) -> str:
         """The details section, with log tails cut until the whole body fits GitHub's limit."""
         shown, hidden = failures[:SUMMARY_MAX], len(failures) - SUMMARY_MAX
@@ -167,7 +148,7 @@ class IssueWriter:
     # -- helpers -----------------------------------------------------------------------------
 
     def _details(self, failures: list[Failure], hidden: int, logs: list[str], limit: int,
-                 run: RunFacts, green: GreenRun | None, summary: bool) -> str:
+                 run: RunFacts, green: RunFacts | None, summary: bool) -> str:
         views = []
         message_limit = SUMMARY_MESSAGE_LIMIT if summary else MESSAGE_LIMIT
         for failure, log in zip(failures, logs, strict=True):
@@ -189,7 +170,7 @@ class IssueWriter:
             run=self._run_link(run.run_id, run.run_url),
             commit=self._commit_link(run.commit),
             commit_sha=run.commit,
-            environment=run.environment,
+            environment=failures[0].environment,
             green=self._green(green, run),
             versions=[
                 {"name": name, "after": getattr(run, key) or "unknown",
@@ -200,7 +181,7 @@ class IssueWriter:
             ],
         )
 
-    def _green(self, green: GreenRun | None, run: RunFacts) -> dict[str, Any] | None:
+    def _green(self, green: RunFacts | None, run: RunFacts) -> dict[str, Any] | None:
         if green is None:
             return None
         compare = None

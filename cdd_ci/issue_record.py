@@ -20,8 +20,8 @@ _GH_REFERENCE = re.compile(r"\b(gh)-(?=\d)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class GreenRun:
-    """A run in which the failing step passed: the "before" of what changed."""
+class RunFacts:
+    """A run as issues describe it: the one reporting, or the last in which a step passed."""
 
     run_id: str
     run_url: str
@@ -52,7 +52,8 @@ class Record:
     notified_at: datetime | None = None
     """When cdd last notified watchers (opened, commented, reopened): comments are spaced out."""
     green_streak: int = 0
-    last_green: GreenRun | None = None
+    last_green: RunFacts | None = None
+    """The last run in which the step passed: the "before" of what changed."""
     reopened: int = 0
     summary: bool = False
     """The one issue that collects the failures past the per-run cap."""
@@ -90,7 +91,7 @@ def decode(body: str) -> Record | None:
             return None
         green = data.pop("last_green", None)
         record: Record = _build(Record, data)
-        return replace(record, last_green=_build(GreenRun, green)) if green else record
+        return replace(record, last_green=_build(RunFacts, green)) if green else record
     except (ValueError, TypeError, KeyError):
         return None
 

@@ -37,8 +37,8 @@ from cdd_ci.github_client import (
     RemoteIssue,
 )
 from cdd_ci.github_context import GitHubContext
-from cdd_ci.issue_body import Failure, IssueWriter, RunFacts, comment_mark, details_of
-from cdd_ci.issue_record import Record, decode, fingerprint_of
+from cdd_ci.issue_body import Failure, IssueWriter, comment_mark, details_of
+from cdd_ci.issue_record import Record, RunFacts, decode, fingerprint_of
 from cdd_ci.models import ENVIRONMENT, Phase, RunResult, Status, StepResult
 from cdd_ci.safe_text import Scrubber, one_line
 
@@ -196,8 +196,7 @@ class _Reporter:
         self.sleep = sleep
         self.facts = _facts(result, context)
         # an earlier run: its Actions run is not this one, so no link rather than a wrong one
-        self.baseline = replace(_facts(baseline, context), run_url="").as_green() \
-            if baseline else None
+        self.baseline = replace(_facts(baseline, context), run_url="") if baseline else None
         self.failures = failures_of(result)
         self.writer = IssueWriter(context, close_after=policy.close_after,
                                   cap=policy.max_issues, interval=policy.comment_interval)
@@ -318,7 +317,7 @@ class _Reporter:
             record = replace(old, green_streak=0, last_run_id=self.facts.run_id)
         else:
             record = replace(old, green_streak=old.green_streak + 1,
-                             last_run_id=self.facts.run_id, last_green=self.facts.as_green())
+                             last_run_id=self.facts.run_id, last_green=self.facts)
         close = record.green_streak >= self.policy.close_after
         if close:
             record = replace(record, notified_at=self.facts.at)
@@ -518,7 +517,6 @@ def _facts(result: RunResult, context: GitHubContext) -> RunFacts:
         run_id=result.run_id or f"{result.environment}-{int(at)}",
         run_url=context.run_url,
         at=datetime.fromtimestamp(at, UTC) if at else datetime.now(UTC),
-        environment=result.environment,
         commit=props.get("commit") or context.sha,
         provider=props.get("provider") or result.provider,
         box=props.get("box", ""),

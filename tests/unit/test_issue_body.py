@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cdd_ci.github_context import GitHubContext
-from cdd_ci.issue_body import Failure, IssueWriter, RunFacts
-from cdd_ci.issue_record import GreenRun, Record
+from cdd_ci.issue_body import Failure, IssueWriter
+from cdd_ci.issue_record import Record, RunFacts
 from cdd_ci.models import Status
 from cdd_ci.safe_text import BODY_LIMIT, github_length
 
@@ -20,11 +20,11 @@ CONTEXT = GitHubContext("ghs_" + "t" * 36, "acme/cloud", server_url="https://git
                         run_id="11830455")
 WRITER = IssueWriter(CONTEXT, close_after=2, cap=10, interval=timedelta(hours=24))
 AT = datetime(2026, 11, 24, 3, 12, tzinfo=UTC)
-GREEN = GreenRun("20261122-0300-7d1f", "https://github.com/acme/cloud/actions/runs/11790001",
+GREEN = RunFacts("20261122-0300-7d1f", "https://github.com/acme/cloud/actions/runs/11790001",
                  AT - timedelta(days=2), "4f1c2a9e" + "0" * 32, "lxc", "cdd/debian-bookworm",
                  "12.7.0", "2.4.1")
-RUN = RunFacts("20261124-0300-a2c4", CONTEXT.run_url, AT, "openstack-base",
-               "9b3e7d01" + "0" * 32, "lxc", "cdd/debian-bookworm", "12.8.0", "2.4.3")
+RUN = RunFacts("20261124-0300-a2c4", CONTEXT.run_url, AT, "9b3e7d01" + "0" * 32, "lxc",
+               "cdd/debian-bookworm", "12.8.0", "2.4.3")
 FAILURE = Failure(
     "5d1e0c3a9b7f2468", "openstack-base", "check", "broker", "keystone logs in to its database",
     Status.FAILED,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from cdd_ci.fingerprint import fingerprint, normalise
-from cdd_ci.issue_record import GreenRun, Record, decode, encode, fingerprint_of
+from cdd_ci.issue_record import Record, RunFacts, decode, encode, fingerprint_of
 from cdd_ci.safe_text import ZWJ, Scrubber, code_span, fence, github_length, neutralise, tail
 
 TOKEN = "ghs_16C7e42F292c6912E7710c838347Ae178B4a"
@@ -118,7 +118,7 @@ def _record(**changes: object) -> Record:
     at = datetime(2026, 11, 24, 22, 0, tzinfo=UTC)
     record = Record("0123456789abcdef", "openstack-base", "check", "database", "mariadb running",
                     at, at, at, 3, "r3", "https://x/runs/3", "abc", at, 1,
-                    GreenRun("r2", "https://x/runs/2", at, "def", "lxc", "debian", "1", "2.4"))
+                    RunFacts("r2", "https://x/runs/2", at, "def", "lxc", "debian", "1", "2.4"))
     return replace(record, **changes)  # type: ignore[arg-type]
 
 
