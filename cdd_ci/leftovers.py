@@ -3,11 +3,24 @@
 Vagrant forgets a machine whose `up` was killed before it wrote `.vagrant/machines/...`,
 which is exactly when a machine is most likely to leak. The project's Vagrantfiles name
 every machine `cdd-<run_id>-<machine>` (docker also labels it `cdd.run=<run_id>`), so the
-provider's own listing finds it, and the provider's own tools remove it.
+provider's own listing finds it, and the provider's own tools remove it:
+
+    lxc         container name        lxc-ls -1            lxc-stop -k, lxc-destroy -f
+    docker      label cdd.run=<id>    docker ps -a         docker rm -f -v
+    libvirt     domain name           virsh list --all     virsh destroy, virsh undefine
+                (default_prefix)                           --remove-all-storage
+    virtualbox  VM name (vb.name)     VBoxManage list vms  VBoxManage controlvm poweroff,
+                                                           VBoxManage unregistervm --delete
+
+(provider, what carries the run id, how it is listed, how it is removed.)
+A provider whose tool is not installed has nothing on this host (`available()`). The run id
+embeds its start time (UTC), so a machine found here with no ledger anywhere still has an
+age (`started_at`), which is what the reaper judges it by.
 """
 
 from __future__ import annotations
 
+import calendar
 import re
 import shutil
 import time
@@ -19,6 +32,7 @@ from cdd_ci import procs
 TIMEOUT = 60.0
 NAME_RE = re.compile(r"^cdd-(\d{14}-[0-9a-f]{6})-(.+)$")
 PROVIDERS = ("lxc", "docker", "libvirt", "virtualbox")
+TOOLS = {"lxc": "lxc-ls", "docker": "docker", "libvirt": "virsh", "virtualbox": "VBoxManage"}
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 0.0)
 
 
@@ -35,6 +49,20 @@ class Resource:
 
 def machine_name(run_id: str, machine: str) -> str:
     return f"cdd-{run_id}-{machine}"
+
+
+def started_at(run_id: str) -> float | None:
+    """When a run started, from its id (`YYYYmmddHHMMSS-xxxxxx`, UTC); None if not one."""
+    try:
+        return float(calendar.timegm(time.strptime(run_id[:14], "%Y%m%d%H%M%S")))
+    except ValueError:
+        return None
+
+
+def available() -> list[str]:
+    """The providers whose tools are installed here: the only ones that can have machines."""
+    return [p for p in PROVIDERS
+            if shutil.which(_docker() if p == "docker" else TOOLS[p])]
 
 
 def find(provider: str, run_ids: Sequence[str] | None = None) -> list[Resource]:
@@ -101,11 +129,11 @@ def _list(provider: str) -> list[Resource]:
     if provider == "lxc" and shutil.which("lxc-ls"):
         names = _lines(["lxc-ls", "-1"])
     elif provider == "docker" and shutil.which(_docker()):
-        names = [
-            n.lstrip("/")
-            for n in _lines([_docker(), "ps", "-a", "--filter", "label=cdd.vagrant=1",
-                             "--format", "{{.Names}}"])
-        ]
+        # by label: the run id is a tag Vagrant's docker provider passes through untouched
+        labelled = [ln.split("\t") for ln in _lines(
+            [_docker(), "ps", "-a", "--filter", "label=cdd.run",
+             "--format", '{{.Names}}\t{{.Label "cdd.run"}}'])]
+        return [_docker_resource(*row) for row in labelled if len(row) == 2]
     elif provider == "libvirt" and shutil.which("virsh"):
         names = _lines(["virsh", "-c", "qemu:///system", "list", "--all", "--name"])
     elif provider == "virtualbox" and shutil.which("VBoxManage"):
@@ -116,6 +144,14 @@ def _list(provider: str) -> list[Resource]:
         if match:
             out.append(Resource(provider, name, match.group(1), match.group(2)))
     return out
+
+
+def _docker_resource(name: str, run_id: str) -> Resource:
+    name = name.lstrip("/")
+    match = NAME_RE.match(name)
+    if match:
+        return Resource("docker", name, match.group(1), match.group(2))
+    return Resource("docker", name, run_id, name)
 
 
 def _lines(argv: list[str]) -> list[str]:

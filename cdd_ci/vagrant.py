@@ -172,6 +172,71 @@ class VagrantCli:
         return {"vagrant_version": out.removeprefix("Vagrant ").strip()}
 
 
+@dataclass(frozen=True)
+class GlobalEntry:
+    """One machine in Vagrant's own host-wide index (`vagrant global-status`)."""
+
+    id: str
+    name: str
+    provider: str
+    state: str
+    directory: str
+
+
+def global_status(
+    env: Mapping[str, str], *, prune: bool, timeout: float
+) -> list[GlobalEntry]:
+    """Vagrant's machine index; `prune` first drops the entries of machines that are gone."""
+    exe = python_vagrant.get_vagrant_executable()
+    if exe is None:
+        raise VagrantError("vagrant is not installed (see scripts/setup-host.sh)")
+    argv = [exe, "global-status", *(["--prune"] if prune else [])]
+    try:
+        result = procs.run(argv, timeout=timeout, env=env)
+    except procs.CommandTimeout:
+        raise VagrantError(f"vagrant global-status timed out after {timeout:.0f} s") from None
+    except OSError as exc:
+        raise VagrantError(f"cannot run vagrant: {exc}") from None
+    if result.exit_code != 0:
+        raise VagrantError(f"vagrant global-status failed (exit {result.exit_code}): "
+                           f"{last_error_line(result.stdout + result.stderr)}")
+    return parse_global_status(result.stdout)
+
+
+def parse_global_status(text: str) -> list[GlobalEntry]:
+    """The table between the dashed rule and the first blank line (the machine-readable
+    form leaves out the machine names, which are what tells a cdd machine)."""
+    entries: list[GlobalEntry] = []
+    in_table = False
+    for raw in text.splitlines():
+        line = _ANSI.sub("", raw).strip()
+        if not in_table:
+            in_table = bool(line) and set(line) == {"-"}
+            continue
+        fields = line.split(None, 4)
+        if len(fields) < 5 or not re.fullmatch(r"[0-9a-f]{7,}", fields[0]):
+            break
+        entries.append(GlobalEntry(*fields))
+    return entries
+
+
+def destroy_global(entry_id: str, env: Mapping[str, str], *, timeout: float) -> None:
+    """`vagrant destroy -f <id>` from anywhere, by the index's id."""
+    exe = python_vagrant.get_vagrant_executable()
+    if exe is None:
+        raise VagrantError("vagrant is not installed (see scripts/setup-host.sh)")
+    try:
+        result = procs.run([exe, "destroy", "-f", entry_id], timeout=timeout, env=env)
+    except procs.CommandTimeout:
+        raise VagrantError(f"vagrant destroy {entry_id} timed out after {timeout:.0f} s") \
+            from None
+    except OSError as exc:
+        raise VagrantError(f"cannot run vagrant: {exc}") from None
+    if result.exit_code != 0:
+        raise VagrantError(f"vagrant destroy {entry_id} failed (exit {result.exit_code}): "
+                           f"{last_error_line(result.stdout + result.stderr)}")
+
+
 _ERROR_HINTS = re.compile(r"(error|failed|fatal|cannot|could not|timed out)", re.IGNORECASE)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
