@@ -84,6 +84,15 @@ def _finish(result: RunResult) -> NoReturn:
     raise typer.Exit(int(code))
 
 
+def _junit_path(cfg: Config) -> Path:
+    """The report's path as people would type it: relative to where cdd was started."""
+    path = cfg.report_dir / "junit.xml"
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def _github(api_url: str | None) -> GitHubContext:
     """GITHUB_TOKEN and GITHUB_REPOSITORY as Actions sets them; checked before any work."""
     import os
@@ -109,27 +118,21 @@ def run(
     """Build the environment from scratch, check it, harvest logs, destroy it, report."""
     from cdd_ci.lifecycle import Lifecycle, real_backend
     from cdd_ci.progress import ConsoleDisplay
+    from cdd_ci.reporting import Reporting
     from cdd_ci.signals import Cancellation, interruptible
 
     cfg = _load(config)
     policy = _policy(destroy)
+    # checked before anything is built: a missing token must not cost a whole build
     github = _github(github_api_url) if issues else None
+    reporting = Reporting(lambda line: typer.echo(f"cdd: {line}", err=True))
+    reporters = [reporting.issues(github)] if github is not None else []
+    reporters.append(reporting.summary(_junit_path(cfg)))
     cancellation = Cancellation()
     with interruptible(cancellation):
         lifecycle = Lifecycle(cfg, real_backend(), ConsoleDisplay(), cancellation,
-                              policy=policy)  # type: ignore[arg-type]
+                              policy=policy, reporters=reporters)  # type: ignore[arg-type]
         result = lifecycle.run()
-    if github is not None:
-        from cdd_ci import junit
-        from cdd_ci.issues import report_issues
-
-        # after destroy, so GitHub can never hold the machines up; its own testcase in the
-        # report, which never changes the verdict
-        outcome = report_issues(result, github)
-        for line in outcome.lines():
-            typer.echo(f"cdd: issues: {line}", err=True)
-        result.add(outcome.step())
-        junit.write(result, cfg.report_dir / "junit.xml")
     _finish(result)
 
 
@@ -175,13 +178,16 @@ def up(config: ConfigOption = Path("cdd.toml"), destroy: DestroyOption = None) -
     """Build and check the environment, and keep it running (the developer's morning)."""
     from cdd_ci.lifecycle import Lifecycle, real_backend
     from cdd_ci.progress import ConsoleDisplay
+    from cdd_ci.reporting import Reporting
     from cdd_ci.signals import Cancellation, interruptible
 
     cfg = _load(config)
+    summary = Reporting(typer.echo).summary(_junit_path(cfg))
     cancellation = Cancellation()
     with interruptible(cancellation):
         lifecycle = Lifecycle(cfg, real_backend(), ConsoleDisplay(), cancellation,
-                              policy=_policy(destroy), command="up")  # type: ignore[arg-type]
+                              policy=_policy(destroy), command="up",  # type: ignore[arg-type]
+                              reporters=[summary])
         result = lifecycle.build()
     _finish(result)
 

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +122,11 @@ class Lifecycle:
         run_id: str | None = None,
         hold_on_failure: float = 0.0,
         clock: Callable[[], float] = time.time,
+        reporters: Sequence[Callable[[RunResult], None]] = (),
     ) -> None:
         self.config = config
+        self.reporters = list(reporters)
+        """Called after teardown, before the JUnit report is written (see reporting.py)."""
         self.backend = backend
         self.display = display
         self.cancellation = cancellation
@@ -358,6 +361,11 @@ class Lifecycle:
         self._mask_signals()
         self.result.finished_at = time.time()
         self.result.properties.setdefault("commit", _commit(self.config.root))
+        for reporter in self.reporters:
+            try:
+                reporter(self.result)
+            except Exception as exc:  # issues and summaries inform; they never decide the run
+                self.display.warn(f"reporting failed: {type(exc).__name__}: {exc}")
         try:
             junit.write(self.result, self.config.report_dir / "junit.xml")
         except OSError as exc:

@@ -171,3 +171,29 @@ def _result(code: int, out: str):  # type: ignore[no-untyped-def]
     from cdd_ci.models import CommandResult
 
     return CommandResult("x", code, out, "")
+
+
+def test_reporters_run_after_teardown_and_never_decide_the_verdict(tmp_path: Path) -> None:
+    from cdd_ci import junit
+    from cdd_ci.models import ENVIRONMENT, StepResult
+
+    world = World()
+    seen: list[int] = []
+
+    def github_down(result):  # type: ignore[no-untyped-def]
+        seen.append(len(world.host.machines))  # called when the machines are already gone
+        result.add(StepResult(Phase.REPORT, ENVIRONMENT, "github issues", Status.ERROR,
+                              message="GitHub answered 502"))
+
+    def broken(_result):  # type: ignore[no-untyped-def]
+        raise RuntimeError("summary file not writable")
+
+    config = make_project(tmp_path)
+    lifecycle = Lifecycle(config, world.backend(), QuietDisplay(), Cancellation(),
+                          reporters=[github_down, broken])
+    result = lifecycle.run()
+    assert seen == [0]
+    assert result.exit_code() is ExitCode.OK
+    report = junit.read(tmp_path / "reports" / "junit.xml")
+    assert [s.message for s in report.steps if s.phase is Phase.REPORT] == ["GitHub answered 502"]
+    assert any("reporting failed" in e for e in lifecycle.display.events)  # type: ignore[attr-defined]
