@@ -4,9 +4,9 @@ and after each one, nothing of the run is left running."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -109,3 +109,27 @@ def test_destroy_from_the_ledger_after_sigkill(pair: Project) -> None:
 def test_no_container_is_left_by_this_module() -> None:
     """A last look, as a user would: `lxc-ls` shows nothing of ours."""
     assert [n for n in lxc_names() if "-alpha" in n or "-beta" in n] == []
+
+
+@pytest.mark.parametrize(("to_sigterm", "to_sigkill"), [
+    (7.5, 2.5),  # GitHub Actions' own timing
+    (0.5, 0.5),  # a harsher runner: the in-process teardown is cut short
+])
+def test_cancelled_job_sigint_sigterm_sigkill_then_destroy_step(
+        pair: Project, to_sigterm: float, to_sigkill: float) -> None:
+    """What GitHub Actions does to a cancelled job, then the workflow's `if: always()` step."""
+    proc = pair.start("run")
+    wait_for(lambda: len(pair.left_running(pair.run_ids())) >= 1, 120,
+             "containers being created")
+    proc.send_signal(signal.SIGINT)
+    for sig, grace in ((signal.SIGTERM, to_sigterm), (signal.SIGKILL, to_sigkill)):
+        try:
+            proc.wait(timeout=grace)
+            break
+        except subprocess.TimeoutExpired:
+            proc.send_signal(sig)
+    proc.wait(timeout=30)
+    destroy = pair.cdd("destroy", timeout=300)
+    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
+    assert pair.left_running(pair.run_ids()) == []
+    assert pair.ledgers() == []
