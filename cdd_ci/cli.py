@@ -14,9 +14,14 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.console import Console
+
     from cdd_ci.config import Config
     from cdd_ci.github_context import GitHubContext
     from cdd_ci.models import RunResult
+    from cdd_ci.vagrant import GlobalEntry
 
 app = typer.Typer(
     name="cdd",
@@ -84,6 +89,23 @@ def _finish(result: RunResult) -> NoReturn:
     raise typer.Exit(int(code))
 
 
+def _duration(option: str, value: str) -> float:
+    from cdd_ci.durations import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        fail(f"{option}: {exc}")
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    # a CI log or a pipe is no 80-column terminal: do not cut tables down to one
+    return console if console.is_terminal else Console(highlight=False, width=200)
+
+
 def _junit_path(cfg: Config) -> Path:
     """The report's path as people would type it: relative to where cdd was started."""
     path = cfg.report_dir / "junit.xml"
@@ -114,6 +136,10 @@ def run(
         "--issues", help="After the run, open, update or close GitHub issues for its failures "
         "(needs GITHUB_TOKEN and GITHUB_REPOSITORY).")] = False,
     github_api_url: ApiUrlOption = None,
+    hold_on_failure: Annotated[str | None, typer.Option(
+        "--hold-on-failure", metavar="DURATION",
+        help="Keep a failed environment this long for debugging (e.g. 2h); `cdd reap` "
+        "destroys it after that. Default: destroy it like any other.")] = None,
 ) -> None:
     """Build the environment from scratch, check it, harvest logs, destroy it, report."""
     from cdd_ci.lifecycle import Lifecycle, real_backend
@@ -123,6 +149,7 @@ def run(
 
     cfg = _load(config)
     policy = _policy(destroy)
+    hold = _duration("--hold-on-failure", hold_on_failure) if hold_on_failure else 0.0
     # checked before anything is built: a missing token must not cost a whole build
     github = _github(github_api_url) if issues else None
     reporting = Reporting(lambda line: typer.echo(f"cdd: {line}", err=True))
@@ -131,7 +158,8 @@ def run(
     cancellation = Cancellation()
     with interruptible(cancellation):
         lifecycle = Lifecycle(cfg, real_backend(), ConsoleDisplay(), cancellation,
-                              policy=policy, reporters=reporters)  # type: ignore[arg-type]
+                              policy=policy, reporters=reporters,  # type: ignore[arg-type]
+                              hold_on_failure=hold)
         result = lifecycle.run()
     _finish(result)
 
@@ -224,12 +252,148 @@ def destroy(
 
 
 @app.command()
-def status(config: ConfigOption = Path("cdd.toml")) -> None:
-    """List the recorded runs of this environment and what of them still exists."""
-    from cdd_ci.lifecycle import describe_runs
+def down(
+    config: ConfigOption = Path("cdd.toml"),
+    run_id: Annotated[str | None, typer.Option(help="This run (default: the latest up).")] = None,
+) -> None:
+    """Save what [[harvest]] names, then destroy the environment from `cdd up` (the evening)."""
+    from cdd_ci.lifecycle import down_recorded, real_backend
+    from cdd_ci.progress import ConsoleDisplay
 
     cfg = _load(config)
-    typer.echo(describe_runs(cfg))
+    try:
+        result = down_recorded(cfg, real_backend(), ConsoleDisplay(), run_id)
+    except LookupError as exc:
+        fail(str(exc))
+    _finish(result)
+
+
+OlderThanOption = Annotated[str, typer.Option(
+    "--older-than", metavar="DURATION",
+    help="Age past which an environment kept by `cdd up`, or machines no ledger here "
+    "knows of, are reaped.")]
+
+
+@app.command()
+def reap(
+    older_than: OlderThanOption = "6h",
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Say what would be destroyed, and destroy nothing.")] = False,
+) -> None:
+    """Destroy this host's cdd environments whose run is over; never a live one.
+
+    Over means: its cdd process is gone (killed during up, provision, checks, teardown);
+    or its hold (--hold-on-failure) has expired; or it was kept (`cdd up`) and is older
+    than --older-than; or no ledger on this host knows of it and it is older than that.
+    Safe from cron or CI beside running runs. Exit 0, 3 if something could not be
+    listed, 4 if something could not be destroyed.
+    """
+    import time
+
+    from cdd_ci.inventory import on_this_host
+    from cdd_ci.lifecycle import real_backend
+    from cdd_ci.reaper import reap as reap_runs
+
+    limit = _duration("--older-than", older_than)
+    backend = real_backend()
+    report = reap_runs(
+        on_this_host(prune=not dry_run),
+        environment_for=lambda led: backend.environment(led, None),
+        provider=backend.provider, vagrant_destroy=_vagrant_destroy(),
+        older_than=limit, dry_run=dry_run, clock=time.time, on_event=typer.echo)
+    for problem in report.problems:
+        typer.echo(f"cdd: warning: {problem}", err=True)
+    machines = sum(len(r.freed) for r in report.reaped if not r.problem)
+    verb = "would free" if dry_run else "freed"
+    typer.echo(f"cdd reap: {verb} {len(report.reaped) - len(report.failed)} run(s), "
+               f"{machines} machine(s); {len(report.kept)} kept; {len(report.failed)} failed"
+               + (f"; {report.stale_pointers} stale index entr(ies) dropped"
+                  if report.stale_pointers and not dry_run else ""))
+    raise typer.Exit(4 if report.failed else 3 if report.problems else 0)
+
+
+def _vagrant_destroy() -> Callable[[GlobalEntry], None]:
+    import os
+
+    from cdd_ci.inventory import SECRETS
+    from cdd_ci.vagrant import destroy_global
+
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+
+    def destroy_entry(entry: GlobalEntry) -> None:
+        destroy_global(entry.id, env, timeout=300)
+
+    return destroy_entry
+
+
+@app.command()
+def status(older_than: OlderThanOption = "6h") -> None:
+    """List this host's cdd environments: age, run, owner command, live or not, hold,
+    machines left, and what `cdd reap` would do with each."""
+    import time
+
+    from cdd_ci.hoststatus import render
+    from cdd_ci.inventory import on_this_host
+
+    limit = _duration("--older-than", older_than)
+    _console().print(render(on_this_host(prune=False), now=time.time(), older_than=limit))
+
+
+@app.command()
+def savings(
+    config: ConfigOption = Path("cdd.toml"),
+    history: Annotated[Path | None, typer.Option(
+        help="The history file (default: [report] history of the config).")] = None,
+    since: Annotated[str, typer.Option(
+        metavar="DURATION", help="The last N days, today included (e.g. 7d, 30d).")] = "30d",
+    price: Annotated[float | None, typer.Option(
+        min=0, help="Price of one machine-hour (default: [savings] price_per_machine_hour)."
+    )] = None,
+    output: Annotated[str, typer.Option(
+        "--format", help="table (terminal) or markdown (a job summary).")] = "table",
+    plot: Annotated[Path | None, typer.Option(
+        help="Also draw daily hours against the baselines to this .png or .svg.")] = None,
+) -> None:
+    """Machine-hours used, against always-on and working-hours baselines, from the history."""
+    import time
+
+    from cdd_ci.config import Savings as SavingsConfig
+    from cdd_ci.history import History, HistoryError
+    from cdd_ci.savings import (
+        always_on,
+        compute,
+        render_markdown,
+        render_table,
+        window_since,
+        working_hours,
+    )
+
+    if output not in ("table", "markdown"):
+        fail(f"--format: expected table or markdown (got {output!r})")
+    cfg = _load(config) if history is None or config.exists() else None
+    settings = cfg.savings if cfg else SavingsConfig()
+    path = history or (cfg.history_path if cfg else Path("reports/history.sqlite"))
+    window = window_since(_duration("--since", since), time.time())
+    try:
+        runs = History(path).usage(window.start, window.end)
+    except HistoryError as exc:
+        fail(str(exc), 3)
+    report = compute(runs, window, [always_on(), working_hours(
+        settings.working_hours_per_day, settings.working_days)],
+        price=settings.price_per_machine_hour if price is None else price,
+        currency=settings.currency)
+    if output == "markdown":
+        typer.echo(render_markdown(report), nl=False)
+    else:
+        _console().print(render_table(report))
+    if plot is not None:
+        from cdd_ci.savings_plot import PlotError
+        from cdd_ci.savings_plot import plot as draw
+
+        try:
+            typer.echo(f"plot: {draw(report, plot)}", err=True)
+        except PlotError as exc:
+            fail(str(exc))
 
 
 @app.command()

@@ -122,3 +122,25 @@ def gather(
                 runs.setdefault(match.group(1), HostRun(match.group(1))).vagrant.append(known)
     ordered = sorted(runs.values(), key=lambda r: (r.started_at or 0.0, r.run_id))
     return Inventory(ordered, stale, problems, index)
+
+
+GLOBAL_STATUS_TIMEOUT = 120.0
+SECRETS = ("GITHUB_TOKEN", "GH_TOKEN", "CDD_GITHUB_TOKEN")
+
+
+def on_this_host(*, prune: bool) -> Inventory:
+    """The real inventory: this user's host index, every installed provider, Vagrant's index.
+
+    `prune` lets Vagrant drop index entries of machines that are gone (the reaper does; a
+    status, which changes nothing, does not ask Vagrant at all: it is slow).
+    """
+    import os
+
+    from cdd_ci.leftovers import available
+    from cdd_ci.teardown import RealProvider
+    from cdd_ci.vagrant import global_status
+
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    vagrant_index = (lambda: global_status(env, prune=True, timeout=GLOBAL_STATUS_TIMEOUT)) \
+        if prune else None
+    return gather(HostIndex.from_environ(), RealProvider(), available(), vagrant_index)

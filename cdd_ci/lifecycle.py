@@ -34,6 +34,10 @@ from cdd_ci.teardown import Provider, RealProvider, destroy_run
 from cdd_ci.vagrant import Environment, VagrantCli, VagrantError
 
 SSH_OPEN_TIMEOUT = 60.0
+SSH_CONFIG = "ssh-config"
+"""`vagrant ssh-config`'s output, kept in the run's directory while `cdd up` keeps it: the
+addresses do not change while the machines run, and asking Vagrant again costs `cdd check`
+a Ruby start-up (about 1.5 s, most of its time). Dropped when a connection fails."""
 SECRETS = ("GITHUB_TOKEN", "GH_TOKEN", "CDD_GITHUB_TOKEN")
 """Vagrant and the guests never need these; keep them out of every child's environment."""
 
@@ -145,6 +149,7 @@ class Lifecycle:
         self._vagrant = backend.environment(self.ledger, cancellation.build)
         self._shells: Shells | None = None
         self._open: dict[str, Shell] = {}
+        self._ssh_config = ""
         self.hold_on_failure = hold_on_failure
         """Seconds to keep a failed environment for debugging (0: destroy as usual)."""
         self.clock = clock
@@ -206,6 +211,7 @@ class Lifecycle:
                 self._close_shells()
                 self.result.kept = True
                 self._record("up")
+                self._keep_ssh_config()
             self.report()
             self._finish_history()
             lock.close()
@@ -274,6 +280,7 @@ class Lifecycle:
             self.result.add(StepResult(Phase.CHECK, ENVIRONMENT, "ssh-config", Status.ERROR,
                                        message=str(exc), output=exc.output[-4000:]))
             return
+        self._ssh_config = text
         self._shells = self.backend.shells(text, self.cancellation.build)
         shells = self._shells
 
@@ -479,6 +486,11 @@ class Lifecycle:
         except VagrantError:
             return {}
 
+    def _keep_ssh_config(self) -> None:
+        if self._ssh_config and all(self.ledger.machine_states.get(m) == "provisioned"
+                                    for m in self.ledger.machines):
+            _write_ssh_config(self.store, self.ledger.run_id, self._ssh_config)
+
     def _record(self, phase: str) -> None:
         with self._ledger_lock:
             self.ledger.phase = phase
@@ -597,6 +609,53 @@ def _commit(root: Path) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+@dataclass
+class _Link:
+    pool: Shells
+    opened: dict[str, Shell]
+    errors: dict[str, str]
+    """Machine -> why its connection failed."""
+
+
+def _open_all(pool: Shells, machines: Sequence[str]) -> _Link:
+    """Open every machine's connection at once."""
+    opened: dict[str, Shell] = {}
+    errors: dict[str, str] = {}
+
+    def one(machine: str) -> None:
+        try:
+            pool.open(machine, timeout=SSH_OPEN_TIMEOUT)
+            opened[machine] = pool.shells[machine]
+        except SshError as exc:
+            errors[machine] = str(exc)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(machines))) as threads:
+        list(threads.map(one, machines))
+    return _Link(pool, {m: opened[m] for m in machines if m in opened}, errors)
+
+
+def _read_ssh_config(store: LedgerStore, run_id: str) -> str:
+    try:
+        return (store.run_dir(run_id) / SSH_CONFIG).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def _write_ssh_config(store: LedgerStore, run_id: str, text: str) -> None:
+    path = store.run_dir(run_id) / SSH_CONFIG
+    try:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o600)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # only a cache: the next `cdd check` asks Vagrant
+
+
+def _drop_ssh_config(store: LedgerStore, run_id: str) -> None:
+    (store.run_dir(run_id) / SSH_CONFIG).unlink(missing_ok=True)
+
+
 def check_recorded(config: Config, backend: Backend, display: Display) -> RunResult:
     """`cdd check`: the smoke checks against the run that is up now (kept by `cdd up`)."""
     store = LedgerStore(config.state_dir)
@@ -606,23 +665,27 @@ def check_recorded(config: Config, backend: Backend, display: Display) -> RunRes
     ledger = kept[-1]
     result = RunResult(ledger.run_id, ledger.environment, ledger.provider, ledger.machines,
                        started_at=time.time(), kept=True)
-    vagrant = backend.environment(ledger, None)
+    cached = _read_ssh_config(store, ledger.run_id)
+    link = _open_all(backend.shells(cached, None), ledger.machines) if cached else None
+    if link is not None and link.errors:  # stale (a machine restarted, say): ask Vagrant
+        link.pool.close()
+        _drop_ssh_config(store, ledger.run_id)
+        link = None
+    if link is None:
+        try:
+            text = backend.environment(ledger, None).ssh_config(ledger.machines,
+                                                                 timeout=SSH_OPEN_TIMEOUT)
+        except VagrantError as exc:
+            result.add(StepResult(Phase.CHECK, ENVIRONMENT, "ssh-config", Status.ERROR,
+                                  message=str(exc)))
+            return result
+        link = _open_all(backend.shells(text, None), ledger.machines)
+        if not link.errors:
+            _write_ssh_config(store, ledger.run_id, text)
+    pool, opened = link.pool, link.opened
     try:
-        pool = backend.shells(vagrant.ssh_config(ledger.machines, timeout=SSH_OPEN_TIMEOUT),
-                              None)
-    except VagrantError as exc:
-        result.add(StepResult(Phase.CHECK, ENVIRONMENT, "ssh-config", Status.ERROR,
-                              message=str(exc)))
-        return result
-    try:
-        opened: dict[str, Shell] = {}
-        for machine in ledger.machines:
-            try:
-                pool.open(machine, timeout=SSH_OPEN_TIMEOUT)
-                opened[machine] = pool.shells[machine]
-            except SshError as exc:
-                result.add(StepResult(Phase.CHECK, machine, "ssh", Status.ERROR,
-                                      message=str(exc)))
+        for machine, message in link.errors.items():
+            result.add(StepResult(Phase.CHECK, machine, "ssh", Status.ERROR, message=message))
         display.phase(f"check: {len(checks.plan(config))} checks on run {ledger.run_id}")
         result.steps.extend(checks.run_checks(
             config, opened, pool.addresses,
@@ -631,25 +694,3 @@ def check_recorded(config: Config, backend: Backend, display: Display) -> RunRes
         pool.close()
     result.finished_at = time.time()
     return result
-
-
-def describe_runs(config: Config, provider: Provider | None = None) -> str:
-    """`cdd status`: one line per recorded run, and what the provider still has of it."""
-    provider = provider or RealProvider()
-    store = LedgerStore(config.state_dir)
-    lines = []
-    now = time.time()
-    for led in store.all():
-        alive = "live" if store.is_live(led.run_id) else "not running"
-        found = provider.find(led.provider, [led.run_id])
-        lines.append(
-            f"{led.run_id}  {led.environment}  {led.command}  {led.phase}  {alive}  "
-            f"age {_age(now - led.started_at)}  machines: "
-            + (", ".join(r.machine for r in found) if found else "none left")
-        )
-    return "\n".join(lines) if lines else f"no recorded runs of {config.environment.name}"
-
-
-def _age(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"

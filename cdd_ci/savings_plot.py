@@ -1,0 +1,79 @@
+"""`cdd savings --plot`: daily machine-hours used against the baselines, as PNG or SVG.
+
+matplotlib is an optional dependency (the `plot` extra), imported only here and only when
+a plot is asked for, with the Agg backend: CI runners have no display.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cdd_ci.savings import Savings
+
+FORMATS = (".png", ".svg")
+COLOURS = ("#2b6cb0", "#38a169", "#d69e2e", "#805ad5", "#dd6b20", "#319795")
+BASELINE_STYLES = (("#c53030", "--"), ("#4a5568", ":"))
+
+
+class PlotError(Exception):
+    """The plot cannot be drawn (matplotlib missing, unknown format, unwritable path)."""
+
+
+def plot(savings: Savings, path: Path) -> Path:
+    """Draw the plot to `path` (its suffix picks the format); returns the path written."""
+    if path.suffix.lower() not in FORMATS:
+        raise PlotError(f"{path}: the plot is written as .png or .svg")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotError("plotting needs matplotlib: pip install 'cdd-ci[plot]'") from None
+
+    days = savings.days
+    x = list(range(len(days)))
+    fig, ax = plt.subplots(figsize=(10, 5.2), dpi=120)
+    try:
+        bottom = [0.0] * len(days)
+        for i, env in enumerate(savings.environments):
+            heights = [env.used.get(d, 0.0) for d in days]
+            ax.bar(x, heights, bottom=bottom, width=0.7, color=COLOURS[i % len(COLOURS)],
+                   label=f"used: {env.name} ({env.used_hours:,.1f} h)", zorder=3)
+            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        for baseline, (colour, style) in zip(savings.baselines, BASELINE_STYLES, strict=False):
+            values = [savings.baseline_on(baseline, d) for d in days]
+            total = savings.baseline_hours(baseline)
+            saved = total - savings.used_hours
+            share = f", cdd saves {saved / total:.0%}" if total else ""
+            ax.plot(x, values, drawstyle="steps-mid", color=colour, linestyle=style,
+                    linewidth=2, label=f"{baseline.name}: {total:,.0f} h{share}", zorder=4)
+        ax.set_title("Machine-hours per day: what cdd used, and what the baselines would",
+                     loc="left", fontsize=12)
+        ax.text(0, 1.01, _subtitle(savings), transform=ax.transAxes, fontsize=9,
+                color="#4a5568", va="bottom")
+        ax.set_ylabel("machine-hours per day")
+        ax.set_ylim(bottom=0)
+        every = max(1, len(days) // 14)  # about two weeks of labels fit
+        ax.set_xticks(x[::every], labels=[f"{d:%a}\n{d:%d %b}" for d in days[::every]])
+        ax.grid(axis="y", color="#e2e8f0", zorder=0)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format=path.suffix.lower().lstrip("."), bbox_inches="tight")
+    except OSError as exc:
+        raise PlotError(f"{path}: {exc}") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _subtitle(savings: Savings) -> str:
+    first, last = savings.days[0], savings.days[-1]
+    text = (f"{first:%d %b} to {last:%d %b %Y} (UTC), {savings.runs} runs, "
+            f"{savings.used_hours:,.1f} machine-hours used")
+    if savings.price:
+        text += f", {savings.currency}{savings.cost(savings.used_hours):,.2f}"
+    return text
