@@ -160,3 +160,27 @@ def test_reap_frees_killed_runs_and_never_a_live_one(projects: dict[str, Project
     assert live.left_running({live_id}) == []
     print(f"reap took {reap_took:.1f} s; the whole test {time.monotonic() - started:.1f} s")
 
+
+
+def test_the_developers_day(pair: Project) -> None:
+    """`cdd up` in the morning, `cdd down` in the evening: the harvest is saved first, then
+    nothing is left, and the day is in the history."""
+    morning = pair.cdd("up", timeout=600)
+    assert morning.returncode == 0, morning.stdout + morning.stderr
+    (run,) = pair.ledgers()
+    assert run["phase"] == "up"
+    up_id = str(run["run_id"])
+    assert len(pair.left_running({up_id})) == 2
+    status = pair.cdd("status", timeout=120)
+    assert f"{up_id}: keep, up since `cdd up`" in status.stdout, status.stdout
+
+    evening = pair.cdd("down", timeout=600)
+    assert evening.returncode == 0, evening.stdout + evening.stderr
+    assert pair.left_running({up_id}) == []
+    assert pair.ledgers() == []
+    saved = pair.root / "reports" / "saved" / up_id
+    assert "provisioned alpha" in (saved / "alpha" / "etc_cdd-test").read_text()
+    with sqlite3.connect(pair.root / "reports" / "history.sqlite") as db:
+        assert db.execute("SELECT command FROM events ORDER BY id").fetchall() == \
+            [("up",), ("down",)]
+        assert db.execute("SELECT released_by FROM runs").fetchall() == [("down",)]
