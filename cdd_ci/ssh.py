@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,11 @@ BASE_OPTIONS = (
     "-o", "ServerAliveCountMax=3",
     "-o", "LogLevel=ERROR",
 )
+
+MAX_SESSIONS = 8
+"""Commands in flight at once over one master connection. sshd refuses more sessions than
+its MaxSessions (10 by default) on one connection, and the ssh client then quietly opens a
+whole new connection for the command: ten times slower, and under load it fails."""
 
 
 _OPTION = re.compile(r"^(\S+?)(?:\s*=\s*|\s+)(.*)$")
@@ -101,6 +107,7 @@ class SshSession:
         self.control_path = control_path
         self.registry = registry
         self._master: subprocess.Popen[bytes] | None = None
+        self._slots = threading.BoundedSemaphore(MAX_SESSIONS)
 
     def _argv(self, *extra: str) -> list[str]:
         return [
@@ -141,7 +148,8 @@ class SshSession:
         remote = f"sudo -n bash -c {shlex.quote(command)}" if sudo else command
         argv = [*self._argv("-o", "ControlMaster=no", "-T"), self.name, "--", remote]
         try:
-            result = procs.run(argv, timeout=timeout, registry=self.registry)
+            with self._slots:
+                result = procs.run(argv, timeout=timeout, registry=self.registry)
         except procs.CommandTimeout:
             raise SshError(f"ssh to {self.name}: command timed out after {timeout:.0f} s") \
                 from None
