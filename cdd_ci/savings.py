@@ -211,13 +211,14 @@ def title(savings: Savings) -> str:
 def render_markdown(savings: Savings) -> str:
     from cdd_ci.templating import render
 
-    return render("savings.md.j2", title=title(savings), rows=rows(savings),
+    text = render("savings.md.j2", title=title(savings), rows=rows(savings),
                   money=savings.price > 0, empty=not savings.environments,
                   price=f"{savings.currency}{savings.price:g}",
                   baselines=[b.name for b in savings.baselines],
                   environments=environment_rows(savings) if len(savings.environments) > 1
                   else [],
                   still_up=[r for e in savings.environments for r in e.still_up])
+    return text.rstrip("\n") + "\n"  # appended to a job summary: end the table cleanly
 
 
 def render_table(savings: Savings) -> RenderableType:
