@@ -8,19 +8,24 @@ export DEBIAN_FRONTEND=noninteractive
 RABBIT_USER=openstack
 RABBIT_PASS=RABBIT_PASS   # throwaway test credential, as in the OpenStack install guide
 
-cdd-apt-install rabbitmq-server mariadb-client
+installed_before=0
+[ "$(dpkg-query -W -f='${Status}' rabbitmq-server 2>/dev/null)" = "install ok installed" ] && installed_before=1
 
+# The configuration goes in before the package, so its first start already uses it.
 conf=/etc/rabbitmq/rabbitmq.conf
 want='# cdd-ci openstack-base: AMQP on every interface
 listeners.tcp.default = 5672
 '
-restart=0
+changed=0
 if [ "$(cat "$conf" 2>/dev/null)" != "$(printf '%s' "$want")" ]; then
+  mkdir -p /etc/rabbitmq
   printf '%s' "$want" >"$conf"
-  restart=1
+  changed=1
 fi
+
+cdd-apt-install rabbitmq-server mariadb-client
 cdd-service-up rabbitmq-server
-if [ "$restart" = 1 ]; then
+if [ "$changed" = 1 ] && [ "$installed_before" = 1 ]; then
   if [ -d /run/systemd/system ]; then timeout 300 systemctl restart rabbitmq-server
   else timeout 300 service rabbitmq-server restart; fi
 fi

@@ -43,7 +43,7 @@ done
 for attempt in 1 2 3; do
   # refresh the package lists when they are missing or older than an hour (or after a failure)
   if [ "$attempt" -gt 1 ] || [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -60 -print -quit)" ]; then
-    timeout 300 apt-get update -q -o Acquire::Retries=3 || true
+    timeout 300 apt-get update -q -o Acquire::Retries=3 -o Acquire::Languages=none || true
   fi
   if timeout 900 apt-get install -y -q --no-install-recommends -o Acquire::Retries=3 -o Dpkg::Use-Pty=0 \
        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"; then

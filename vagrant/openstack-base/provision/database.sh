@@ -10,6 +10,7 @@ SERVICES=(keystone:KEYSTONE_DBPASS glance:GLANCE_DBPASS nova:NOVA_DBPASS neutron
 
 cdd-apt-install mariadb-server
 
+# Written after the package (whose first start creates /var/log/mysql), then one restart.
 conf=/etc/mysql/mariadb.conf.d/99-openstack.cnf
 want='# cdd-ci openstack-base (after the OpenStack install guide)
 [mysqld]
@@ -21,15 +22,20 @@ max_connections = 4096
 collation-server = utf8_general_ci
 character-set-server = utf8
 log_error = /var/log/mysql/error.log
+
+# without systemd the init script starts mariadbd-safe, which would send the log to syslog
+[mysqld_safe]
+skip-syslog
+log_error = /var/log/mysql/error.log
 '
-restart=0
+changed=0
 if [ "$(cat "$conf" 2>/dev/null)" != "$(printf '%s' "$want")" ]; then
   printf '%s' "$want" >"$conf"
-  restart=1
+  changed=1
 fi
 install -d -o mysql -g adm -m 2750 /var/log/mysql
 cdd-service-up mariadb
-if [ "$restart" = 1 ]; then
+if [ "$changed" = 1 ]; then
   if [ -d /run/systemd/system ]; then timeout 300 systemctl restart mariadb
   else timeout 300 service mariadb restart; fi
 fi
