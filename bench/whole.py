@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Benchmark 2, the whole run: build from scratch, check, destroy, three ways.
+
+    cdd run          up (parallel) + provision, checks, harvest, destroy, verify, report
+    molecule test    Molecule's full sequence with a trivial converge and the same checks
+                     as testinfra tests
+    naive script     bench/naive.sh: vagrant up; vagrant ssh -c per check; vagrant destroy -f
+
+Also the provider's own figures from the same round: `vagrant up` and `vagrant destroy -f`
+of the same machines (as timed inside the naive script's phases).
+
+    python3 bench/whole.py [--checks 50] [--machines 2] [--repeat 3] [--dry-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import benchlib as b
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument("--checks", type=int, default=50, help="checks in all (default 50)")
+    p.add_argument("--machines", type=int, default=2, help="machines (default 2)")
+    p.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
+    p.add_argument("--subnet", default=b.DEFAULT_SUBNET)
+    p.add_argument("--no-molecule", action="store_true", help="leave Molecule out")
+    p.add_argument("--no-naive", action="store_true", help="leave the naive script out")
+    p.add_argument("--out", type=Path, help="write the result as JSON here too")
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    args = p.parse_args(argv)
+    if args.checks % args.machines:
+        p.error("--checks must be a multiple of --machines (every check runs on every machine)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    commands = b.check_commands(args.checks // args.machines)
+    plan = [f"{args.repeat} rounds of, one after the other on {args.machines} machines with "
+            f"{args.checks} checks: cdd run"
+            + ("" if args.no_molecule else " | molecule test")
+            + ("" if args.no_naive else " | naive script (up, checks, destroy timed apart)")]
+    if args.dry_run:
+        print("\n".join(plan))
+        return 0
+    times: dict[str, list[float]] = {"cdd_run": [], "molecule_test": [], "naive": [],
+                                     "vagrant_up": [], "naive_checks": [],
+                                     "vagrant_destroy": []}
+    phases: list[dict[str, float]] = []
+    with b.workdir(args.keep) as work:
+        log = work / "bench.log"
+        if not args.no_molecule:
+            b.ensure_molecule(log)
+        for i in range(args.repeat):
+            b.say(f"round {i + 1}/{args.repeat} (log {log})")
+            project = b.Project(work / f"cdd{i}", args.machines, args.subnet, commands)
+            project.write()
+            try:
+                times["cdd_run"].append(b.must(project.cdd("run", log=log), "cdd run").seconds)
+                phases.append(project.junit_durations())
+            finally:
+                for run_id in project.run_ids():
+                    b.sweep(run_id)
+            if not args.no_molecule:
+                mol_id = b.new_run_id("mol")
+                root = b.molecule_scenario(work / f"molecule{i}", mol_id, args.machines,
+                                           commands)
+                try:
+                    times["molecule_test"].append(
+                        b.must(b.molecule(root, "test", log=log), "molecule test").seconds)
+                finally:
+                    if b.containers(mol_id):
+                        b.molecule(root, "destroy", log=log)
+                    b.sweep(mol_id)
+            if not args.no_naive:
+                env = b.BenchEnv(b.new_run_id("sh"), args.machines, args.subnet,
+                                 work / f"naive{i}")
+                checks_file = b.write_checks_file(work / "checks.tsv", env, commands)
+                naive = [str(b.NAIVE)]
+                try:
+                    up = b.must(b.timed([*naive, "up"], cwd=b.ENV_DIR, env=env.vagrant_env(),
+                                        log=log), "naive up")
+                    checks = b.must(b.timed([*naive, "checks", str(checks_file)],
+                                            cwd=b.ENV_DIR, env=env.vagrant_env(), log=log),
+                                    "naive checks")
+                    down = b.must(b.timed([*naive, "destroy"], cwd=b.ENV_DIR,
+                                          env=env.vagrant_env(), log=log), "naive destroy")
+                    times["vagrant_up"].append(up.seconds)
+                    times["naive_checks"].append(checks.seconds)
+                    times["vagrant_destroy"].append(down.seconds)
+                    times["naive"].append(up.seconds + checks.seconds + down.seconds)
+                finally:
+                    b.sweep(env.run_id)
+            b.say("  " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items() if v))
+    med = {k: b.median(v) for k, v in times.items() if v}
+    result: dict[str, object] = {
+        "benchmark": "whole", "host": b.host_info(), "checks": args.checks,
+        "machines": args.machines, "repeat": args.repeat, "seconds": times, "median": med,
+        "cdd_phases": phases,
+        "ratios": {
+            "cdd_over_molecule": b.ratio(med["cdd_run"], med.get("molecule_test", 0)),
+            "cdd_over_naive": b.ratio(med["cdd_run"], med.get("naive", 0)),
+        },
+    }
+    b.emit("whole", result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
