@@ -489,6 +489,7 @@ Vagrant.configure("2") do |config|
         l.customize "net.1.flags", "up"
         l.customize "net.1.name", "eth1"
         l.customize "environment", "CDD_PRIVATE_ADDRESS=#{SUBNET}.#{octet}/24"
+        o.vm.network "forwarded_port", id: "ssh", guest: 22, host: 2222, disabled: true
       end
       m.vm.provider "docker" do |d, o|
         d.image = "cdd/debian-bookworm-ssh:12"
