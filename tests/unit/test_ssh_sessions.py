@@ -1,19 +1,26 @@
-"""One master connection never carries more commands at once than sshd accepts."""
+"""Master connections: they live as long as the pool, and carry only what sshd accepts."""
 
 from __future__ import annotations
 
 import os
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from cdd_ci.ssh import MAX_SESSIONS, SshSession
+from cdd_ci.ssh import MAX_SESSIONS, SshPool, SshSession
 
-# Stands in for `ssh`: counts the copies of itself running at once, keeps the highest count.
+# Stands in for `ssh`. As a master (-N) it waits to be told to exit (-O exit); -O check
+# says it is up; a command counts the copies of itself running at once, keeps the highest.
 FAKE_SSH = """#!/bin/sh
 dir="$CDD_FAKE_SSH_DIR"
+case " $* " in
+  *" -N "*) echo $$ > "$dir/master.pid"; exec sleep 60 ;;
+  *" -O check "*) exit 0 ;;
+  *" -O exit "*) kill "$(cat "$dir/master.pid")"; exit 0 ;;
+esac
 touch "$dir/running.$$"
 n=$(ls "$dir" | grep -c '^running\\.')
 max=$(cat "$dir/max" 2>/dev/null || echo 0)
@@ -45,3 +52,18 @@ def test_commands_over_one_connection_wait_for_a_free_session(
                                 range(3 * MAX_SESSIONS)))
     assert [r.stdout for r in results] == ["ok\n"] * (3 * MAX_SESSIONS)
     assert int((fake_ssh / "max").read_text()) <= MAX_SESSIONS < 10  # sshd's MaxSessions
+
+
+def test_a_master_opened_from_a_worker_thread_outlives_the_thread(fake_ssh: Path) -> None:
+    """The parent-death signal follows the thread that started the master, not the process:
+    a master started from a short-lived worker thread died with it."""
+    pool = SshPool("Host m1\n  HostName 10.0.0.1\n")
+    try:
+        with ThreadPoolExecutor(max_workers=1) as threads:
+            threads.submit(pool.open, "m1", timeout=10).result()
+        time.sleep(0.3)  # the worker thread has ended
+        master = pool.shells["m1"]._master
+        assert master is not None and master.poll() is None
+    finally:
+        pool.close()
+    assert master.poll() is not None
