@@ -8,7 +8,9 @@
 #   packages  apt-get install what is missing (vagrant, the provider, mmdebstrap, ...)
 #   services  start what the provider needs, with or without systemd as PID 1:
 #               lxc:    lxc-net (lxcbr0: DHCP + NAT to the outside) and the host bridge
-#                       $CDD_LXC_BRIDGE (default cddbr0) that carries the machines' private network
+#                       $CDD_LXC_BRIDGE (default cddbr0) that carries the machines' private
+#                       network; it has no host address, every environment on it picks its own
+#                       /24 (CDD_SUBNET), and iptables FORWARD accepts its traffic
 #               docker: dockerd
 #   box       build the Debian bookworm base from Debian's archive with mmdebstrap and register it:
 #               lxc:    Vagrant box  cdd/debian-bookworm (provider lxc), systemd as PID 1
@@ -20,11 +22,13 @@
 # Options:
 #   --provider P   lxc (default; systemd guests: services behave as on a VM) or docker (faster,
 #                  no systemd in the guest). Also read from CDD_PROVIDER.
-#   --rebuild      rebuild and re-register the box/image even when it is current
-#   --check        run the check phase (about 20-30 s)
+#   --rebuild      rebuild and re-register the box/image even when it is current (not while
+#                  environments are being created from it: the box is replaced in place)
+#   --check        run the check phase (30-45 s on 2 vCPUs)
 #   -h, --help     this text
 #
-# Logs go to stderr. stdout carries only `export NAME=value` lines for the caller to eval.
+# Logs go to stderr (and $CDD_STATE_DIR/log/). stdout carries only `export NAME=value` lines for
+# the caller to eval. One run at a time per host (flock on $CDD_STATE_DIR/setup-host.lock).
 #
 # Environment (all optional):
 #   CDD_STATE_DIR         state, logs, lock and revision stamps   (/var/lib/cdd-ci)
