@@ -297,7 +297,7 @@ def reap(
     limit = _duration("--older-than", older_than)
     backend = real_backend()
     report = reap_runs(
-        on_this_host(prune=not dry_run),
+        on_this_host(vagrant=True, prune=not dry_run),
         environment_for=lambda led: backend.environment(led, None),
         provider=backend.provider, vagrant_destroy=_vagrant_destroy(),
         older_than=limit, dry_run=dry_run, clock=time.time, on_event=typer.echo)
@@ -336,7 +336,8 @@ def status(older_than: OlderThanOption = "6h") -> None:
     from cdd_ci.inventory import on_this_host
 
     limit = _duration("--older-than", older_than)
-    _console().print(render(on_this_host(prune=False), now=time.time(), older_than=limit))
+    _console().print(render(on_this_host(vagrant=False), now=time.time(),
+                            older_than=limit))
 
 
 @app.command()

@@ -128,11 +128,10 @@ GLOBAL_STATUS_TIMEOUT = 120.0
 SECRETS = ("GITHUB_TOKEN", "GH_TOKEN", "CDD_GITHUB_TOKEN")
 
 
-def on_this_host(*, prune: bool) -> Inventory:
-    """The real inventory: this user's host index, every installed provider, Vagrant's index.
-
-    `prune` lets Vagrant drop index entries of machines that are gone (the reaper does; a
-    status, which changes nothing, does not ask Vagrant at all: it is slow).
+def on_this_host(*, vagrant: bool, prune: bool = False) -> Inventory:
+    """The real inventory: this user's host index, every installed provider and, if asked,
+    Vagrant's own index (slow: it loads every Vagrantfile it knows; `prune` also drops the
+    entries of machines that are gone, which only the reaper asks for).
     """
     import os
 
@@ -141,6 +140,6 @@ def on_this_host(*, prune: bool) -> Inventory:
     from cdd_ci.vagrant import global_status
 
     env = {k: v for k, v in os.environ.items() if k not in SECRETS}
-    vagrant_index = (lambda: global_status(env, prune=True, timeout=GLOBAL_STATUS_TIMEOUT)) \
-        if prune else None
+    vagrant_index = (lambda: global_status(env, prune=prune, timeout=GLOBAL_STATUS_TIMEOUT)) \
+        if vagrant else None
     return gather(HostIndex.from_environ(), RealProvider(), available(), vagrant_index)
