@@ -248,10 +248,12 @@ class Lifecycle:
         """Create and provision every machine, in parallel where the provider allows."""
         machines = self.config.environment.machines
         self.display.phase(f"up: {', '.join(machines)} ({self.config.environment.provider})")
-        self.result.properties.update(self._versions())
         workers = len(machines) if self.config.environment.parallel else 1
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with ThreadPoolExecutor(max_workers=workers + 1) as pool:
+            # `vagrant --version` is a Ruby start-up of its own: not on the critical path
+            versions = pool.submit(self._versions)
             list(pool.map(self._up_one, machines))
+        self.result.properties.update(versions.result())
         if self.cancellation.cancelled:
             raise Interrupted(self.cancellation.signame)
 
