@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "repeat": args.repeat}
     times: dict[str, list[float]] = {"cdd_check": [], "checks_phase": [], "loop": [],
                                      "molecule_verify": []}
+    loop_failures: list[int] = []
     with b.workdir(args.keep) as work:
         log = work / "bench.log"
         project = b.Project(work / "cdd", args.machines, args.subnet, commands)
@@ -110,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                                                  "cdd check").seconds)
                 times["checks_phase"].append(checks_phase(project))
                 if not args.no_loop:
-                    times["loop"].append(b.must(b.timed(
-                        [str(b.NAIVE), "checks", str(checks_file)], cwd=b.ENV_DIR,
-                        env=env.vagrant_env(), log=log), "vagrant ssh loop").seconds)
+                    loop = b.timed([str(b.NAIVE), "checks", str(checks_file)], cwd=b.ENV_DIR,
+                                   env=env.vagrant_env(), log=log)
+                    times["loop"].append(loop.seconds)
+                    # under load `vagrant ssh` itself fails now and then: counted, not fatal
+                    loop_failures.append(loop.output.count("naive: check failed"))
                 if not args.no_molecule:
                     times["molecule_verify"].append(b.must(
                         b.molecule(mol_root, "verify", log=log), "molecule verify").seconds)
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     b.say(f"swept leftovers of {run_id}")
     med = {k: b.median(v) for k, v in times.items() if v}
     result["seconds"] = times
+    result["loop_failures"] = loop_failures
     result["median"] = med
     result["ratios"] = {
         "loop_over_cdd_check": b.ratio(med.get("loop", 0), med["cdd_check"]),

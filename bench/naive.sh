@@ -4,7 +4,8 @@
 #
 #   naive.sh up|checks|destroy|all CHECKS_FILE
 #
-# CHECKS_FILE has one `machine<TAB>command` line per check. Exits non-zero if a check failed.
+# CHECKS_FILE has one `machine<TAB>command` line per check. Exits 1 if a check failed,
+# after running them all.
 set -uo pipefail
 step=$1 checks=${2:-/dev/null}
 
@@ -13,7 +14,9 @@ destroy() { vagrant destroy -f; }
 run_checks() {
   local failed=0 machine command
   while IFS=$'\t' read -r machine command; do
-    vagrant ssh "$machine" -c "$command" </dev/null >/dev/null 2>&1 || failed=$((failed + 1))
+    out=$(vagrant ssh "$machine" -c "$command" </dev/null 2>&1) && continue
+    echo "naive: check failed on $machine (exit $?): $command: $(tail -n 1 <<<"$out")" >&2
+    failed=$((failed + 1))
   done <"$checks"
   [ "$failed" = 0 ] || { echo "naive: $failed checks failed" >&2; return 1; }
 }

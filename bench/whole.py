@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "vagrant_up": [], "naive_checks": [],
                                      "vagrant_destroy": []}
     phases: list[dict[str, float]] = []
+    naive_failures: list[int] = []
     with b.workdir(args.keep) as work:
         log = work / "bench.log"
         if not args.no_molecule:
@@ -85,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     up = b.must(b.timed([*naive, "up"], cwd=b.ENV_DIR, env=env.vagrant_env(),
                                         log=log), "naive up")
-                    checks = b.must(b.timed([*naive, "checks", str(checks_file)],
-                                            cwd=b.ENV_DIR, env=env.vagrant_env(), log=log),
-                                    "naive checks")
+                    checks = b.timed([*naive, "checks", str(checks_file)], cwd=b.ENV_DIR,
+                                     env=env.vagrant_env(), log=log)
+                    # under load `vagrant ssh` itself fails now and then: counted, not fatal
+                    naive_failures.append(checks.output.count("naive: check failed"))
                     down = b.must(b.timed([*naive, "destroy"], cwd=b.ENV_DIR,
                                           env=env.vagrant_env(), log=log), "naive destroy")
                     times["vagrant_up"].append(up.seconds)
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, object] = {
         "benchmark": "whole", "host": b.host_info(), "checks": args.checks,
         "machines": args.machines, "repeat": args.repeat, "seconds": times, "median": med,
-        "cdd_phases": phases,
+        "cdd_phases": phases, "naive_failures": naive_failures,
         "ratios": {
             "cdd_over_molecule": b.ratio(med["cdd_run"], med.get("molecule_test", 0)),
             "cdd_over_naive": b.ratio(med["cdd_run"], med.get("naive", 0)),
