@@ -16,8 +16,9 @@ from cdd_ci.ssh import MAX_SESSIONS, SshPool, SshSession
 # says it is up; a command counts the copies of itself running at once, keeps the highest.
 FAKE_SSH = """#!/bin/sh
 dir="$CDD_FAKE_SSH_DIR"
+for arg; do case $arg in ControlPath=*) socket=${arg#ControlPath=} ;; esac; done
 case " $* " in
-  *" -N "*) echo $$ > "$dir/master.pid"; exec sleep 60 ;;
+  *" -N "*) echo $$ > "$dir/master.pid"; touch "$socket"; exec sleep 60 ;;
   *" -O check "*) exit 0 ;;
   *" -O exit "*) kill "$(cat "$dir/master.pid")"; exit 0 ;;
 esac
