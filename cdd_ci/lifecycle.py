@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from cdd_ci import checks, harvest, history, junit, procs
+from cdd_ci import checks, harvest, history, junit, procs, subnets
 from cdd_ci.config import Config, DestroyPolicy
 from cdd_ci.durations import format_duration, format_time
 from cdd_ci.ledger import Ledger, LedgerStore, new_run_id
@@ -85,9 +85,17 @@ def real_backend() -> Backend:
     return Backend(environment=environment, shells=SshPool, provider=RealProvider())
 
 
-def new_ledger(config: Config, command: str, run_id: str | None = None) -> Ledger:
+def new_ledger(
+    config: Config,
+    command: str,
+    run_id: str | None = None,
+    subnets_in_use: Callable[[], list[str]] = subnets.in_use_on_host,
+) -> Ledger:
     run_id = run_id or new_run_id()
     store = LedgerStore(config.state_dir)
+    own = {} if subnets.VARIABLE in config.environment.env else {
+        subnets.VARIABLE: subnets.allocate(run_id, config.environment.provider, subnets_in_use())
+    }
     return Ledger(
         run_id=run_id,
         environment=config.environment.name,
@@ -102,6 +110,7 @@ def new_ledger(config: Config, command: str, run_id: str | None = None) -> Ledge
             "VAGRANT_CHECKPOINT_DISABLE": "1",
             "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
             "VAGRANT_NO_COLOR": "1",
+            **own,
             **config.environment.env,
         },
         started_at=time.time(),
