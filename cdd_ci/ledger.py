@@ -12,12 +12,14 @@ registered in the host-wide index (hostindex.py), so the reaper finds it from an
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import secrets
 import socket
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -167,3 +169,38 @@ class LedgerStore:
                 yield False
                 return
             yield True
+
+
+def claim_directory(
+    directory: Path,
+    *,
+    timeout: float,
+    on_wait: Callable[[str], None],
+    poll: float = 1.0,
+) -> IO[str]:
+    """Wait until no other run is using this Vagrantfile directory, then hold it.
+
+    Vagrant's machine index (in ~/.vagrant.d) matches machines by name, provider and
+    Vagrantfile directory, not by state directory: two runs of one directory at the same
+    time share index entries and their locks, and fail at random with "machine is locked".
+    So runs of one directory take turns; runs of different directories never wait.
+    """
+    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"cdd-vagrant-dir-{digest}.lock"
+    fh = path.open("a+")
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                fh.close()
+                raise TimeoutError(f"another cdd run is still using {directory} after "
+                                   f"{timeout:.0f} s") from None
+            if not told:
+                on_wait(f"another cdd run is using {directory}: waiting for it to finish")
+                told = True
+            time.sleep(poll)
+    return fh

@@ -20,12 +20,12 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from cdd_ci import checks, harvest, history, junit, procs, subnets
 from cdd_ci.config import Config, DestroyPolicy
 from cdd_ci.durations import format_duration, format_time
-from cdd_ci.ledger import Ledger, LedgerStore, new_run_id
+from cdd_ci.ledger import Ledger, LedgerStore, claim_directory, new_run_id
 from cdd_ci.models import ENVIRONMENT, Phase, RunResult, Status, StepResult
 from cdd_ci.release import release_run
 from cdd_ci.signals import Cancellation, Interrupted
@@ -40,6 +40,10 @@ addresses do not change while the machines run, and asking Vagrant again costs `
 a Ruby start-up (about 1.5 s, most of its time). Dropped when a connection fails."""
 SECRETS = ("GITHUB_TOKEN", "GH_TOKEN", "CDD_GITHUB_TOKEN")
 """Vagrant and the guests never need these; keep them out of every child's environment."""
+
+
+class _Stop(Exception):
+    """A phase already recorded why the run cannot go on: straight to the teardown."""
 
 
 class Display(Protocol):
@@ -158,6 +162,7 @@ class Lifecycle:
         self._vagrant = backend.environment(self.ledger, cancellation.build)
         self._shells: Shells | None = None
         self._open: dict[str, Shell] = {}
+        self._directory: IO[str] | None = None
         self._ssh_config = ""
         self.hold_on_failure = hold_on_failure
         """Seconds to keep a failed environment for debugging (0: destroy as usual)."""
@@ -176,12 +181,15 @@ class Lifecycle:
         self._begin_history()
         try:
             self._fresh_reports()
+            self.claim_directory()
             self.clear_leftovers()
             self.up()
             self.connect()
             self.check()
         except Interrupted as exc:
             self.result.interrupted_by = exc.signame
+        except _Stop:
+            pass  # already reported as a step
         except Exception as exc:  # a bug must not skip teardown; it is reported instead
             self.result.add(StepResult(Phase.INTERNAL, ENVIRONMENT, "internal error",
                                        Status.ERROR, message=f"{type(exc).__name__}: {exc}"))
@@ -189,6 +197,7 @@ class Lifecycle:
             self._mask_signals()
             self.harvest()
             self.teardown()
+            self._release_directory()
             self.report()
             self._finish_history()
             lock.close()
@@ -206,13 +215,20 @@ class Lifecycle:
         self._begin_history()
         try:
             self._fresh_reports()
+            self.claim_directory()
             self.up()
             self.connect()
             self.check()
         except Interrupted as exc:
             self.result.interrupted_by = exc.signame
+        except _Stop:
+            pass  # already reported as a step
+        except Exception as exc:  # a bug must not skip teardown; it is reported instead
+            self.result.add(StepResult(Phase.INTERNAL, ENVIRONMENT, "internal error",
+                                       Status.ERROR, message=f"{type(exc).__name__}: {exc}"))
         finally:
             self._mask_signals()
+            self._release_directory()
             if not self.result.passed and self.policy is DestroyPolicy.ALWAYS:
                 self.harvest()
                 self.teardown()
@@ -227,6 +243,24 @@ class Lifecycle:
         return self.result
 
     # -- phases ------------------------------------------------------------------------
+
+    def claim_directory(self) -> None:
+        """Take turns with other runs of the same Vagrantfile directory (see ledger.py)."""
+        started = time.monotonic()
+        try:
+            self._directory = claim_directory(
+                self.config.vagrant_dir, timeout=self.config.timeouts.up,
+                on_wait=self.display.warn)
+        except TimeoutError as exc:
+            self.result.add(StepResult(Phase.CLEANUP, ENVIRONMENT, "environment directory",
+                                       Status.ERROR, duration=time.monotonic() - started,
+                                       message=str(exc)))
+            raise _Stop from None
+
+    def _release_directory(self) -> None:
+        if self._directory is not None:
+            self._directory.close()
+            self._directory = None
 
     def clear_leftovers(self) -> None:
         """Tear down what earlier runs of this project left (killed runner, --destroy never)."""

@@ -197,3 +197,24 @@ def test_reporters_run_after_teardown_and_never_decide_the_verdict(tmp_path: Pat
     report = junit.read(tmp_path / "reports" / "junit.xml")
     assert [s.message for s in report.steps if s.phase is Phase.REPORT] == ["GitHub answered 502"]
     assert any("reporting failed" in e for e in lifecycle.display.events)  # type: ignore[attr-defined]
+
+
+def test_runs_of_one_vagrant_directory_take_turns(tmp_path: Path) -> None:
+    from cdd_ci.ledger import claim_directory
+
+    world = World()
+    config = make_project(tmp_path)
+    config = config.model_copy(update={"timeouts": config.timeouts.model_copy(update={"up": 1})})
+    other = claim_directory(config.vagrant_dir, timeout=1, on_wait=lambda _: None)
+    try:
+        lifecycle = Lifecycle(config, world.backend(), QuietDisplay(), Cancellation())
+        result = lifecycle.run()
+    finally:
+        other.close()
+    assert result.exit_code() is ExitCode.INFRASTRUCTURE
+    assert "still using" in result.steps[0].message
+    assert world.calls.count("up broker") == 0  # nothing was built beside the other run
+    assert any("waiting for it to finish" in e for e in lifecycle.display.events)  # type: ignore[attr-defined]
+    assert world.host.machines == {}
+    _, again = run(tmp_path, world)  # once it is free, the next run goes ahead
+    assert again.exit_code() is ExitCode.OK
