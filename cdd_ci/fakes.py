@@ -115,6 +115,9 @@ class FakeEnvironment:
     def versions(self, *, timeout: float) -> dict[str, str]:
         return {"vagrant_version": "0.0-fake"}
 
+    def box(self, machine: str) -> str:
+        return "fake/box 1.0" if self._name(machine) in self.host.machines else ""
+
 
 @dataclass
 class FakeShell:

@@ -307,6 +307,7 @@ class Lifecycle:
                 on_line=lambda text: self.display.line(machine, text))):
             return
         self._set_state(machine, "up")
+        self._note_box(machine)
         log = self.log_dir / machine / "provision.log"
         if self._step(Phase.PROVISION, machine, "provision", lambda: self._vagrant.provision(
                 machine, timeout=self.config.timeouts.provision, log=log,
@@ -540,6 +541,14 @@ class Lifecycle:
         with self._ledger_lock:
             self.ledger.phase = phase
             self.store.write(self.ledger)
+
+    def _note_box(self, machine: str) -> None:
+        """The report says which box each run was built from: a new box is a likely culprit."""
+        box = self._vagrant.box(machine)
+        if box:
+            with self._ledger_lock:
+                boxes = set(filter(None, self.result.properties.get("box", "").split(", ")))
+                self.result.properties["box"] = ", ".join(sorted(boxes | {box}))
 
     def _set_state(self, machine: str, state: str) -> None:
         with self._ledger_lock:

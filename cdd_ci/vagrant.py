@@ -8,6 +8,7 @@ call below has a deadline that kills Vagrant's whole process tree, and a failure
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -65,6 +66,8 @@ class Environment(Protocol):
     def destroy(self, machine: str, *, timeout: float, log: Path | None = None) -> None: ...
 
     def versions(self, *, timeout: float) -> dict[str, str]: ...
+
+    def box(self, machine: str) -> str: ...
 
 
 class VagrantCli:
@@ -166,6 +169,16 @@ class VagrantCli:
     def destroy(self, machine: str, *, timeout: float, log: Path | None = None) -> None:
         # `destroy -f` of a machine that was never created, or is gone, exits 0: idempotent
         self._run("destroy", "-f", machine, timeout=timeout, log=log)
+
+    def box(self, machine: str) -> str:
+        """The box a created machine was made from, as Vagrant recorded it ("" if none)."""
+        data_dir = Path(self.env.get("VAGRANT_DOTFILE_PATH") or self.directory / ".vagrant")
+        meta = data_dir / "machines" / machine / self.provider / "box_meta"
+        try:
+            box = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return ""  # docker images have none; a machine not created has none yet
+        return f"{box.get('name', '')} {box.get('version', '')}".strip()
 
     def versions(self, *, timeout: float) -> dict[str, str]:
         out = self._run("--version", timeout=timeout).stdout.strip()

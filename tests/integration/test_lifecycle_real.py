@@ -40,6 +40,11 @@ def test_passing_run(pair: Project) -> None:
     assert "pair.environment.destroy-verified/destroy-verified" in cases
     assert not any(c.find("failure") is not None or c.find("error") is not None
                    for c in cases.values())
+    props = {p.get("name"): p.get("value") for p in
+             ET.parse(pair.root / "reports" / "junit.xml").getroot().iter("property")}
+    assert props["box"].startswith("cdd/debian-bookworm")
+    assert props["vagrant_version"].startswith("2.")
+    assert props["provider"] == "lxc" and props["run_id"]
     xsd = SHARED / "junit" / "junit-10.xsd"
     if xsd.is_file():
         schema = etree.XMLSchema(etree.parse(str(xsd)))

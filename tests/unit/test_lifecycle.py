@@ -35,6 +35,8 @@ def test_passing_run_goes_through_every_phase_in_order_and_leaves_nothing(tmp_pa
     assert world.host.machines == {}
     assert (tmp_path / "reports" / "junit.xml").is_file()
     assert LedgerStore(tmp_path / ".cdd").all() == []  # forgotten once verified gone
+    assert result.properties["box"] == "fake/box 1.0"
+    assert result.properties["vagrant_version"] == "0.0-fake"
 
 
 def test_failing_check_exits_1_and_still_destroys(tmp_path: Path) -> None:

@@ -97,6 +97,14 @@ def test_status_is_parsed(tmp_path: Path, fake_vagrant: Path) -> None:
     assert states == {"broker": True, "database": False}
 
 
+def test_box_as_vagrant_recorded_it(tmp_path: Path, fake_vagrant: Path) -> None:
+    meta = tmp_path / ".vagrant" / "machines" / "broker" / "lxc" / "box_meta"
+    meta.parent.mkdir(parents=True)
+    meta.write_text('{"name":"cdd/debian-bookworm","version":"0","provider":"lxc"}')
+    assert cli(tmp_path).box("broker") == "cdd/debian-bookworm 0"
+    assert cli(tmp_path).box("database") == ""
+
+
 def test_versions(tmp_path: Path, fake_vagrant: Path) -> None:
     assert cli(tmp_path).versions(timeout=30) == {"vagrant_version": "2.3.4"}
 
