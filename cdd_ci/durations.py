@@ -43,3 +43,17 @@ def format_duration(seconds: float) -> str:
 def format_time(timestamp: float) -> str:
     """2024-05-06 17:30 UTC"""
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))
+
+
+def format_elapsed(seconds: float) -> str:
+    """How long a step took, to the tenth of a second while that matters: 0.4s, 3m 05s."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"

@@ -30,8 +30,9 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from cdd_ci import workflow_commands
+from cdd_ci.durations import format_elapsed as duration
 from cdd_ci.models import ENVIRONMENT, ExitCode, Phase, RunResult, Status, StepResult
-from cdd_ci.templating import duration, render
+from cdd_ci.templating import render
 
 TEMPLATE = "summary.md.j2"
 MAX_FAILURES = 20

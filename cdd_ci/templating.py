@@ -12,6 +12,8 @@ from typing import Any
 
 import jinja2
 
+from cdd_ci.durations import format_elapsed
+
 _SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|~#$"})
 
 
@@ -35,20 +37,6 @@ def quote(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def duration(seconds: float) -> str:
-    """Human duration: 0.4s, 42s, 3m 05s, 1h 02m."""
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
 def environment() -> jinja2.Environment:
     """The jinja2 environment for every template of the package.
 
@@ -66,7 +54,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["md"] = md
     env.filters["quote"] = quote
-    env.filters["duration"] = duration
+    env.filters["duration"] = format_elapsed
     return env
 
 
