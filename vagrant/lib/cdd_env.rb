@@ -1,0 +1,112 @@
+# -*- mode: ruby -*-
+# vi: set ft=ruby :
+#
+# The contract with cdd and the provider blocks, written once for the Vagrantfiles that load this
+# file (openstack, docker-swarm, devstack, openstack-dev):
+#
+#   CDD_RUN_ID      names every machine cdd-<run id>-<machine> at the provider level (LXC
+#                   container, VirtualBox VM, libvirt domain); cdd finds a killed run's leftovers
+#                   by it. Default "manual".
+#   CDD_SUBNET      first three octets of the private /24; each Vagrantfile has its own default.
+#                   Environments that run at the same time on one host need different subnets.
+#   CDD_PROVIDER    provider used when no --provider is given (default lxc).
+#   CDD_LXC_BRIDGE  host bridge for the private network with lxc (default cddbr0, made by
+#                   scripts/setup-host.sh).
+#   CDD_BOX         box for virtualbox and libvirt (default debian/bookworm64).
+#
+# No docker provider block: these environments need systemd in the guest (and docker-swarm needs
+# a Docker daemon of its own), which the sshd-as-PID-1 image cannot give.
+
+module CddEnv
+  RUN_ID = ENV.fetch("CDD_RUN_ID", "manual")
+  unless RUN_ID.match?(/\A[A-Za-z0-9][A-Za-z0-9_.-]{0,40}\z/)
+    abort "CDD_RUN_ID=#{RUN_ID.inspect}: use 1-41 characters among letters, digits, '_', '.' and '-'"
+  end
+
+  LXC_BOX    = "cdd/debian-bookworm"   # built by scripts/setup-host.sh --provider lxc
+  VM_BOX     = ENV["CDD_BOX"].to_s.empty? ? "debian/bookworm64" : ENV["CDD_BOX"]
+  LXC_BRIDGE = ENV["CDD_LXC_BRIDGE"].to_s.empty? ? "cddbr0" : ENV["CDD_LXC_BRIDGE"]
+
+  ENV["VAGRANT_DEFAULT_PROVIDER"] ||= ENV["CDD_PROVIDER"].to_s.empty? ? "lxc" : ENV["CDD_PROVIDER"]
+
+  class HostBridgeMissing < Vagrant::Errors::VagrantError
+    error_message("host bridge #{LXC_BRIDGE} is missing: run scripts/setup-host.sh --provider lxc")
+  end
+
+  # The private /24's first three octets: CDD_SUBNET, else the Vagrantfile's default.
+  def self.subnet(default)
+    subnet = ENV["CDD_SUBNET"].to_s.empty? ? default : ENV["CDD_SUBNET"]
+    unless subnet.match?(/\A\d{1,3}\.\d{1,3}\.\d{1,3}\z/)
+      abort "CDD_SUBNET=#{subnet.inspect}: give the first three octets, e.g. #{default}"
+    end
+    subnet
+  end
+
+  # "address=name" for every machine, as vagrant/openstack-base/provision/common.sh takes them.
+  def self.peers(subnet, machines)
+    machines.map { |name, spec| "#{subnet}.#{spec[:octet]}=#{name}" }
+  end
+
+  def self.configure(config)
+    config.vm.box_check_update = false
+    # Provisioning scripts are uploaded by the shell provisioner; nothing needs a shared folder
+    # (and libvirt would otherwise want NFS).
+    config.vm.synced_folder ".", "/vagrant", disabled: true
+  end
+
+  # One machine's provider blocks. spec: octet, memory (MiB), cpus, and nesting: true for a
+  # machine that runs containers of its own (Docker).
+  def self.machine(m, name, ip, spec)
+    m.vm.hostname = name
+
+    # ---- lxc (tested here; vagrant-lxc): system container, systemd as PID 1 ----
+    m.vm.provider "lxc" do |lxc, override|
+      override.vm.box = LXC_BOX
+      lxc.container_name = "cdd-#{RUN_ID}-#{name}"
+      # vagrant-lxc's private_network (pipework) cannot find LXC 5 containers: a second NIC on a
+      # host bridge instead; the box puts CDD_PRIVATE_ADDRESS on it once eth0 is up.
+      lxc.customize "net.1.type", "veth"
+      lxc.customize "net.1.link", LXC_BRIDGE
+      lxc.customize "net.1.flags", "up"
+      lxc.customize "net.1.name", "eth1"
+      lxc.customize "environment", "CDD_PRIVATE_ADDRESS=#{ip}/24"
+      if spec[:nesting]
+        # dockerd inside: LXC's nesting profile, no AppArmor confinement (dockerd loads its own
+        # profiles), and every device, since runc must grant its containers /dev/net/tun and
+        # friends and a cgroup can only pass on what it was given.
+        lxc.customize "include", "/usr/share/lxc/config/nesting.conf"
+        lxc.customize "apparmor.profile", "unconfined"
+        lxc.customize "cgroup.devices.allow", "a"
+        lxc.customize "cgroup2.devices.allow", "a"
+      end
+      # ssh goes to the container's lxcbr0 address: no host port to race for
+      override.vm.network "forwarded_port", id: "ssh", guest: 22, host: 2222, disabled: true
+      override.trigger.before :up do |t|
+        t.name = "host bridge #{LXC_BRIDGE}"
+        t.ruby do |_env, _machine|
+          raise HostBridgeMissing unless File.exist?("/sys/class/net/#{LXC_BRIDGE}/bridge")
+        end
+      end
+    end
+
+    # ---- virtualbox (self-hosted runners) ----
+    m.vm.provider "virtualbox" do |vb, override|
+      override.vm.box = VM_BOX
+      vb.name = "cdd-#{RUN_ID}-#{name}"
+      vb.memory = spec[:memory]
+      vb.cpus = spec.fetch(:cpus, 1)
+      # VirtualBox >= 6.1.28 only allows host-only addresses in 192.168.56.0/21 unless
+      # /etc/vbox/networks.conf says otherwise: the defaults of these Vagrantfiles are in it.
+      override.vm.network "private_network", ip: ip
+    end
+
+    # ---- libvirt (self-hosted runners; vagrant-libvirt) ----
+    m.vm.provider "libvirt" do |lv, override|
+      override.vm.box = VM_BOX
+      lv.default_prefix = "cdd-#{RUN_ID}-"   # domain name: cdd-<run id>-<machine>
+      lv.memory = spec[:memory]
+      lv.cpus = spec.fetch(:cpus, 1)
+      override.vm.network "private_network", ip: ip
+    end
+  end
+end
