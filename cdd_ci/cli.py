@@ -403,10 +403,12 @@ def validate(config: ConfigOption = Path("cdd.toml")) -> None:
     cfg = _load(config)
     if not (cfg.vagrant_dir / "Vagrantfile").is_file():
         fail(f"{config}: environment.directory: no Vagrantfile in {cfg.vagrant_dir}")
+    env = cfg.environment
     typer.echo(
-        f"{config}: ok: environment {cfg.environment.name} "
-        f"({len(cfg.environment.machines)} machines, {len(cfg.checks)} checks, "
-        f"provider {cfg.environment.provider}, destroy {cfg.destroy.value})"
+        f"{config}: ok: environment {env.name} "
+        f"({len(env.machines)} machines, {len(cfg.checks)} checks, "
+        f"provider {env.provider}, destroy {cfg.destroy.value}"
+        + (f", needs the internet: {env.network_probe}" if env.needs_network else "") + ")"
     )
 
 

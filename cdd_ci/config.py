@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cdd_ci import network
+
 DEFAULT_CONFIG = "cdd.toml"
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 HOST = "host"
@@ -60,11 +62,21 @@ class Environment(Strict):
     needs_network: bool = False
     """The environment downloads from the internet (git clones, images): refuse to start
     on a runner that has none, rather than half-build."""
+    network_probe: str = network.DEFAULT_PROBE
+    """With needs_network, what the runner must reach first: an http(s) URL (its host and
+    port) or host:port. One TCP connection, no request."""
+    network_probe_timeout: float = Field(network.DEFAULT_TIMEOUT, gt=0, le=60)
     env: dict[str, str] = Field(default_factory=dict)
     """Extra environment variables for every Vagrant call (read by the Vagrantfile)."""
     resources: dict[str, MachineResources] = Field(default_factory=dict)
     """Per machine, e.g. `broker = { cpus = 2, memory_mb = 2048 }`; machines not named here
     count as 1 CPU and 1024 MB. Recorded in the run history."""
+
+    @field_validator("network_probe")
+    @classmethod
+    def _probe_target(cls, value: str) -> str:
+        network.parse_target(value)
+        return value
 
     def resources_of(self, machine: str) -> MachineResources:
         return self.resources.get(machine, MachineResources())

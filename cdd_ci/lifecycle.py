@@ -1,7 +1,8 @@
 """The run, top to bottom: the only place that knows the phase order and the destroy rule.
 
-    lock and record the run (write-ahead, and in the run history) -> clear leftovers of
-    earlier runs -> up -> provision -> connect -> checks
+    preflight (an environment that needs the internet, on a runner without it, stops
+    here: reported, nothing built) -> lock and record the run (write-ahead, and in the
+    run history) -> clear leftovers of earlier runs -> up -> provision -> connect -> checks
     finally: harvest logs -> destroy (or hold, or keep) -> verify nothing is left
              -> write the report -> close the run's record in the history
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from cdd_ci import checks, harvest, history, junit, procs, subnets
+from cdd_ci import checks, harvest, history, junit, network, procs, subnets
 from cdd_ci.config import Config, DestroyPolicy
 from cdd_ci.durations import format_duration, format_time
 from cdd_ci.ledger import Ledger, LedgerStore, claim_directory, new_run_id
@@ -78,6 +79,8 @@ class Backend:
     environment: Callable[[Ledger, procs.Running | None], Environment]
     shells: Callable[[str, procs.Running | None], Shells]
     provider: Provider
+    network: Callable[[str, float], str | None] = network.probe
+    """Target, timeout -> None when the runner reaches it, else why not."""
 
 
 def real_backend() -> Backend:
@@ -175,6 +178,8 @@ class Lifecycle:
 
     def run(self) -> RunResult:
         """Build, check, always tear down (per policy), always report."""
+        if not self.preflight():
+            return self.result
         # locked before it is recorded: no reaper may ever find the run and think it dead
         lock = self.store.acquire(self.ledger.run_id)
         self._record("created")
@@ -210,6 +215,8 @@ class Lifecycle:
         policy says otherwise. Once built, the lock is let go: from then on the reaper judges
         the environment by its age, which is what catches a forgotten `cdd down`.
         """
+        if not self.preflight():
+            return self.result
         lock = self.store.acquire(self.ledger.run_id)
         self._record("created")
         self._begin_history()
@@ -243,6 +250,35 @@ class Lifecycle:
         return self.result
 
     # -- phases ------------------------------------------------------------------------
+
+    def preflight(self) -> bool:
+        """Before anything is recorded or built: can this runner build the environment?
+
+        One that needs the internet (`environment.needs_network`) is refused on a runner
+        without it, rather than half-built: one infrastructure error in the report (exit 3),
+        its checks skipped, and nothing to tear down.
+        """
+        env = self.config.environment
+        if not env.needs_network:
+            return True
+        self.display.phase(f"preflight: connecting to {env.network_probe} "
+                           "(environment.needs_network)")
+        started = time.monotonic()
+        problem = self.backend.network(env.network_probe, env.network_probe_timeout)
+        step = self.result.add(StepResult(
+            Phase.PREFLIGHT, ENVIRONMENT, "network",
+            Status.PASSED if problem is None else Status.ERROR,
+            duration=time.monotonic() - started,
+            message=f"reached {env.network_probe}" if problem is None else
+            f"{env.name} needs the internet (environment.needs_network), and this runner "
+            f"cannot reach {env.network_probe}: {problem}; nothing was built"))
+        self.display.step(step)
+        if problem is None:
+            return True
+        self._fresh_reports()
+        self._skip_checks()
+        self.report()
+        return False
 
     def claim_directory(self) -> None:
         """Take turns with other runs of the same Vagrantfile directory (see ledger.py)."""
@@ -448,7 +484,7 @@ class Lifecycle:
 
     def _failed_before_checks(self) -> bool:
         return any(not s.ok for s in self.result.steps
-                   if s.phase in (Phase.UP, Phase.PROVISION))
+                   if s.phase in (Phase.PREFLIGHT, Phase.UP, Phase.PROVISION))
 
     def _skip_checks(self) -> None:
         if self.config.checks and self._failed_before_checks():

@@ -23,6 +23,8 @@ class Status(enum.Enum):
 class Phase(enum.Enum):
     """Lifecycle phases, in the order a run goes through them."""
 
+    PREFLIGHT = "preflight"
+    """Can this runner build the environment at all (say, does it reach the internet)?"""
     CLEANUP = "cleanup"
     UP = "up"
     PROVISION = "provision"
