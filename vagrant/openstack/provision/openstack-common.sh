@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# openstack-common.sh: run on identity, image and compute after openstack-base's common.sh.
+# openstack-common.sh [KEYSTONE_HOST]: run on identity, image and compute (and dev) after
+# openstack-base's common.sh. KEYSTONE_HOST is the machine Keystone runs on (default identity).
 # Installs the operator's tools (the openstack client, crudini, the MariaDB client, curl), tells
 # debconf that we configure every OpenStack package by hand, and writes what the role scripts
 # share: the throwaway credentials (/etc/cdd-openstack.env), the admin's openrc, and
@@ -12,10 +13,11 @@
 # Idempotent.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+keystone_host="${1:-identity}"
 
 # Throwaway test credentials, named as in the OpenStack install guide. The database ones must
 # match ../openstack-base/provision/database.sh and databases.sh.
-install -m 0600 /dev/stdin /etc/cdd-openstack.env <<'EOF'
+install -m 0600 /dev/stdin /etc/cdd-openstack.env <<EOF
 REGION=RegionOne
 ADMIN_PASS=ADMIN_PASS
 RABBIT_URL=rabbit://openstack:RABBIT_PASS@broker:5672/
@@ -28,17 +30,17 @@ PLACEMENT_DB=mysql+pymysql://placement:PLACEMENT_DBPASS@database/placement
 GLANCE_PASS=GLANCE_PASS
 NOVA_PASS=NOVA_PASS
 PLACEMENT_PASS=PLACEMENT_PASS
-KEYSTONE_URL=http://identity:5000
+KEYSTONE_URL=http://$keystone_host:5000
 EOF
 
-install -m 0600 /dev/stdin /root/admin-openrc <<'EOF'
+install -m 0600 /dev/stdin /root/admin-openrc <<EOF
 # the admin of the cdd openstack environment (throwaway credentials)
 export OS_USERNAME=admin
 export OS_PASSWORD=ADMIN_PASS
 export OS_PROJECT_NAME=admin
 export OS_USER_DOMAIN_NAME=Default
 export OS_PROJECT_DOMAIN_NAME=Default
-export OS_AUTH_URL=http://identity:5000/v3
+export OS_AUTH_URL=http://$keystone_host:5000/v3
 export OS_IDENTITY_API_VERSION=3
 export OS_IMAGE_API_VERSION=2
 export OS_REGION_NAME=RegionOne
@@ -127,7 +129,7 @@ chmod 0755 /usr/local/sbin/cdd-os-register
 cat >/usr/local/sbin/cdd-ksat <<'EOF2'
 #!/usr/bin/env bash
 # cdd-ksat FILE SECTION USER PASSWORD: keystonemiddleware's (or a client's) credentials in
-# FILE's SECTION: USER of the service project, against Keystone on identity. Idempotent.
+# FILE's SECTION: USER of the service project, against this environment's Keystone. Idempotent.
 # The region matters: Debian's files say regionOne, and auth_token then finds no endpoint.
 set -euo pipefail
 . /etc/cdd-openstack.env
