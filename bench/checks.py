@@ -40,7 +40,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def checks_phase(project: b.Project) -> float:
     """cdd's check runner alone, over connections opened beforehand."""
-    sys.path.insert(0, str(b.REPO))
+    try:
+        import cdd_ci  # noqa: F401  (the cdd under test, if this Python has it)
+    except ImportError:
+        sys.path.insert(0, str(b.REPO))
     from cdd_ci import checks
     from cdd_ci.config import load_config
     from cdd_ci.ledger import LedgerStore
