@@ -223,8 +223,9 @@ def up(config: ConfigOption = Path("cdd.toml"), destroy: DestroyOption = None) -
 @app.command()
 def check(config: ConfigOption = Path("cdd.toml")) -> None:
     """Run the smoke checks against the environment that is up now (from `cdd up`)."""
-    from cdd_ci.lifecycle import check_recorded, real_backend
+    from cdd_ci.lifecycle import real_backend
     from cdd_ci.progress import ConsoleDisplay
+    from cdd_ci.recorded import check_recorded
 
     cfg = _load(config)
     try:
@@ -240,8 +241,9 @@ def destroy(
     run_id: Annotated[str | None, typer.Option(help="Only this run.")] = None,
 ) -> None:
     """Destroy every recorded run of this environment, from the ledger alone."""
-    from cdd_ci.lifecycle import destroy_recorded, real_backend
+    from cdd_ci.lifecycle import real_backend
     from cdd_ci.progress import ConsoleDisplay
+    from cdd_ci.recorded import destroy_recorded
 
     cfg = _load(config)
     steps = destroy_recorded(cfg, real_backend(), ConsoleDisplay(), run_id)
@@ -257,8 +259,9 @@ def down(
     run_id: Annotated[str | None, typer.Option(help="This run (default: the latest up).")] = None,
 ) -> None:
     """Save what [[harvest]] names, then destroy the environment from `cdd up` (the evening)."""
-    from cdd_ci.lifecycle import down_recorded, real_backend
+    from cdd_ci.lifecycle import real_backend
     from cdd_ci.progress import ConsoleDisplay
+    from cdd_ci.recorded import down_recorded
 
     cfg = _load(config)
     try:

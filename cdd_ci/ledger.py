@@ -29,6 +29,7 @@ from cdd_ci.hostindex import HostIndex
 
 LEDGER = "ledger.json"
 LOCK = "lock"
+SSH_CONFIG = "ssh-config"
 
 
 @dataclass
@@ -126,6 +127,27 @@ class LedgerStore:
             self.index.unregister(run_id)
         except OSError:
             pass
+
+    def ssh_config(self, run_id: str) -> str:
+        """`vagrant ssh-config` as `cdd up` left it ("" if none): addresses do not change
+        while the machines run, and asking Vagrant again costs a Ruby start-up."""
+        try:
+            return (self.run_dir(run_id) / SSH_CONFIG).read_text(encoding="utf-8")
+        except OSError:
+            return ""
+
+    def keep_ssh_config(self, run_id: str, text: str) -> None:
+        path = self.run_dir(run_id) / SSH_CONFIG
+        try:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.chmod(0o600)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # only a cache: the next `cdd check` asks Vagrant
+
+    def drop_ssh_config(self, run_id: str) -> None:
+        (self.run_dir(run_id) / SSH_CONFIG).unlink(missing_ok=True)
 
     def acquire(self, run_id: str) -> IO[str]:
         """Hold the run's liveness lock for as long as the returned file stays open."""

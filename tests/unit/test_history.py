@@ -18,9 +18,10 @@ from cdd_ci.history import (
     PhaseSpan,
     RunStart,
 )
-from cdd_ci.lifecycle import Lifecycle, down_recorded
+from cdd_ci.lifecycle import Lifecycle
 from cdd_ci.models import ExitCode
 from cdd_ci.progress import QuietDisplay
+from cdd_ci.recorded import down_recorded
 from cdd_ci.signals import Cancellation
 
 from .helpers import World, make_project

@@ -10,9 +10,10 @@ import pytest
 
 from cdd_ci.config import DestroyPolicy
 from cdd_ci.ledger import LedgerStore
-from cdd_ci.lifecycle import Lifecycle, destroy_recorded
+from cdd_ci.lifecycle import Lifecycle
 from cdd_ci.models import ExitCode, Phase, Status
 from cdd_ci.progress import QuietDisplay
+from cdd_ci.recorded import destroy_recorded
 from cdd_ci.signals import Cancellation, interruptible
 
 from .helpers import World, make_project

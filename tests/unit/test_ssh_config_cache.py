@@ -6,10 +6,11 @@ from pathlib import Path
 
 from cdd_ci import procs
 from cdd_ci.fakes import FakeShells
-from cdd_ci.ledger import LedgerStore
-from cdd_ci.lifecycle import SSH_CONFIG, Backend, Lifecycle, check_recorded
+from cdd_ci.ledger import SSH_CONFIG, LedgerStore
+from cdd_ci.lifecycle import Backend, Lifecycle
 from cdd_ci.models import ExitCode
 from cdd_ci.progress import QuietDisplay
+from cdd_ci.recorded import check_recorded
 from cdd_ci.signals import Cancellation
 
 from .helpers import World, make_project
