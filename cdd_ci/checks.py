@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from cdd_ci.config import HOST, Check, CommandCheck, Config, HttpCheck, PortCheck, ServiceCheck
-from cdd_ci.models import Phase, Status, StepResult
-from cdd_ci.ssh import Shell, SshError
+from cdd_ci.models import CommandResult, Phase, Status, StepResult
+from cdd_ci.ssh import BatchShell, Command, Shell, SshError
 
 MAX_WORKERS = 32
 """Checks in flight at once; OpenSSH multiplexes up to 10 sessions per master by default."""
@@ -64,15 +64,46 @@ def run_checks(
     jobs = plan(config)
     if not jobs:
         return []
+    started = clock()
+    first = _first_attempts(jobs, shells)
 
-    def one(job: Job) -> StepResult:
-        result = _retry(job, shells, addresses, deadline, clock, sleep)
+    def one(index: int) -> StepResult:
+        result = _retry(jobs[index], shells, addresses, deadline, clock, sleep,
+                        first.get(index), started)
         if on_result is not None:
             on_result(result)
         return result
 
     with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(jobs))) as pool:
-        return list(pool.map(one, jobs))
+        return list(pool.map(one, range(len(jobs))))
+
+
+def _first_attempts(jobs: list[Job], shells: Mapping[str, Shell]) -> dict[int, Attempt]:
+    """The first attempt of every check on a machine, all of that machine's in one SSH
+    session (one session per check costs a few milliseconds each, and the first attempt
+    usually passes). A machine whose batch fails gets its checks run one by one."""
+    batches: dict[str, list[int]] = {}
+    for i, job in enumerate(jobs):
+        if isinstance(shells.get(job.target), BatchShell):
+            batches.setdefault(job.target, []).append(i)
+    first: dict[int, Attempt] = {}
+
+    def batch(machine: str) -> None:
+        shell = shells[machine]
+        assert isinstance(shell, BatchShell)
+        indexes = batches[machine]
+        try:
+            results = shell.run_many([_command(jobs[i].check) for i in indexes])
+        except SshError:
+            return  # the first attempts run one by one instead
+        for i, res in zip(indexes, results, strict=True):
+            first[i] = Attempt(Status.ERROR, str(res)) if isinstance(res, SshError) \
+                else _judge(jobs[i].check, shell.name, res)
+
+    if batches:
+        with ThreadPoolExecutor(max_workers=len(batches)) as pool:
+            list(pool.map(batch, batches))
+    return first
 
 
 def _retry(
@@ -82,14 +113,20 @@ def _retry(
     phase_deadline: float,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
+    first: Attempt | None = None,
+    first_started: float = 0.0,
 ) -> StepResult:
+    """`first`, if given, is the first attempt, already made (started at `first_started`)."""
     check = job.check
-    started = clock()
+    started = first_started if first is not None else clock()
     stop = min(started + check.deadline, phase_deadline)
     attempts = 0
     while True:
         attempts += 1
-        attempt = attempt_once(check, job.target, shells, addresses)
+        if first is not None:
+            attempt, first = first, None
+        else:
+            attempt = attempt_once(check, job.target, shells, addresses)
         now = clock()
         if attempt.status is Status.PASSED or now + check.interval >= stop:
             break
@@ -123,8 +160,38 @@ def attempt_once(
 
 
 def _on_machine(check: Check, shell: Shell) -> Attempt:
+    command = _command(check)
+    res = shell.run(command.command, timeout=command.timeout, sudo=command.sudo)
+    return _judge(check, shell.name, res)
+
+
+def _command(check: Check) -> Command:
+    """What one attempt of a check runs on its machine."""
     if isinstance(check, CommandCheck):
-        res = shell.run(check.command, timeout=check.timeout, sudo=check.sudo)
+        return Command(check.command, check.timeout, check.sudo)
+    if isinstance(check, ServiceCheck):
+        svc = shlex.quote(check.service)
+        # systemd guests answer with is-active; init-less containers with the init script
+        return Command("if [ -d /run/systemd/system ]; then systemctl is-active " + svc
+                       + "; else service " + svc + " status; fi", check.timeout)
+    if isinstance(check, PortCheck):
+        return Command(f"timeout {check.timeout:g} bash -c "
+                       f"{shlex.quote(f'</dev/tcp/{check.host}/{check.port}')}",
+                       check.timeout + 5)
+    assert isinstance(check, HttpCheck)
+    script = (
+        "import sys,urllib.request,urllib.error\n"
+        "try:\n r=urllib.request.urlopen(sys.argv[1],timeout=float(sys.argv[2]))\n"
+        "except urllib.error.HTTPError as e:\n r=e\n"
+        "print(r.status);sys.stdout.write(r.read(65536).decode('utf-8','replace'))\n"
+    )
+    return Command(f"python3 -c {shlex.quote(script)} {shlex.quote(check.url)} "
+                   f"{check.timeout:g}", check.timeout + 5)
+
+
+def _judge(check: Check, machine: str, res: CommandResult) -> Attempt:
+    """Pass or fail one attempt by what its command did."""
+    if isinstance(check, CommandCheck):
         output = _both(res.stdout, res.stderr)
         if res.exit_code != check.exit_code:
             return Attempt(Status.FAILED,
@@ -133,39 +200,19 @@ def _on_machine(check: Check, shell: Shell) -> Attempt:
             return Attempt(Status.FAILED, f"stdout does not match /{check.stdout}/", output)
         return Attempt(Status.PASSED, f"exit status {res.exit_code}", output)
     if isinstance(check, ServiceCheck):
-        svc = shlex.quote(check.service)
-        # systemd guests answer with is-active; init-less containers with the init script
-        res = shell.run(
-            "if [ -d /run/systemd/system ]; then systemctl is-active " + svc
-            + "; else service " + svc + " status; fi",
-            timeout=check.timeout,
-        )
         output = _both(res.stdout, res.stderr)
         state = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
         if res.exit_code == 0:
             return Attempt(Status.PASSED, f"{check.service} is {state or 'running'}", output)
         return Attempt(Status.FAILED, f"{check.service} is {state or 'not running'}", output)
     if isinstance(check, PortCheck):
-        cmd = (f"timeout {check.timeout:g} bash -c "
-               f"{shlex.quote(f'</dev/tcp/{check.host}/{check.port}')}")
-        res = shell.run(cmd, timeout=check.timeout + 5)
         if res.exit_code == 0:
             return Attempt(Status.PASSED, f"{check.host}:{check.port} accepts connections")
         return Attempt(Status.FAILED, f"{check.host}:{check.port} refused or unreachable"
-                       f" from {shell.name}", _both(res.stdout, res.stderr))
+                       f" from {machine}", _both(res.stdout, res.stderr))
     assert isinstance(check, HttpCheck)
-    script = (
-        "import sys,urllib.request,urllib.error\n"
-        "try:\n r=urllib.request.urlopen(sys.argv[1],timeout=float(sys.argv[2]))\n"
-        "except urllib.error.HTTPError as e:\n r=e\n"
-        "print(r.status);sys.stdout.write(r.read(65536).decode('utf-8','replace'))\n"
-    )
-    res = shell.run(
-        f"python3 -c {shlex.quote(script)} {shlex.quote(check.url)} {check.timeout:g}",
-        timeout=check.timeout + 5,
-    )
     if res.exit_code != 0:
-        return Attempt(Status.FAILED, f"GET {check.url} failed from {shell.name}",
+        return Attempt(Status.FAILED, f"GET {check.url} failed from {machine}",
                        _both(res.stdout, res.stderr))
     status_line, _, body = res.stdout.partition("\n")
     return _judge_http(check, int(status_line or 0), body)

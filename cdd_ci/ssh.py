@@ -11,18 +11,21 @@ as SshError, an infrastructure error, never returned as a failed check.
 
 from __future__ import annotations
 
+import base64
+import io
 import queue
 import re
 import shlex
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cdd_ci import procs
 from cdd_ci.models import CommandResult
@@ -101,6 +104,40 @@ class Shell(Protocol):
     name: str
 
     def run(self, command: str, *, timeout: float, sudo: bool = False) -> CommandResult: ...
+
+
+@dataclass(frozen=True)
+class Command:
+    """One of several commands run together (Shell.run's arguments)."""
+
+    command: str
+    timeout: float
+    sudo: bool = False
+
+
+@runtime_checkable
+class BatchShell(Shell, Protocol):
+    """A shell that can also run several commands at once in one session."""
+
+    def run_many(self, commands: Sequence[Command]) -> list[CommandResult | SshError]: ...
+
+
+BATCH_SCRIPT = r"""d=$(mktemp -d) || exit 97
+for tool in timeout tar base64; do command -v $tool >/dev/null || exit 97; done
+one() {
+  i=$1; t=$2; shift 2; read -r s _ </proc/uptime
+  timeout -k 2 "$t" "$@" </dev/null >"$d/$i.out" 2>"$d/$i.err"; rc=$?
+  read -r e _ </proc/uptime; echo "$rc $s $e" >"$d/$i.rc"
+}
+"""
+"""Runs each command in the background under its own time limit, recording its exit status
+and when it started and ended; then sends every file back as one base64 tar archive. Few
+processes on the machine: each command, its `timeout`, and one tar and base64 at the end."""
+BATCH_TAIL = r"""wait
+tar -C "$d" -cf - . | base64 -w0
+rm -rf "$d"
+"""
+TIMED_OUT = (124, 137)
 
 
 Master = subprocess.Popen[bytes]
@@ -220,6 +257,53 @@ class SshSession:
             )
         return CommandResult(command, result.exit_code, result.stdout, result.stderr,
                              result.duration)
+
+    def run_many(self, commands: Sequence[Command]) -> list[CommandResult | SshError]:
+        """All the commands at once in one session: a few milliseconds in all, instead of a
+        few per command. Each runs in the background on the machine under its own time
+        limit (coreutils' `timeout`); results come back in the given order. Raises SshError
+        if the session fails or the machine lacks what the script needs (then run them one
+        by one)."""
+        lines = [BATCH_SCRIPT]
+        for i, c in enumerate(commands):
+            # as Shell.run runs it: the login shell, or bash under sudo
+            shell = "sudo -n bash" if c.sudo else '"${SHELL:-/bin/sh}"'
+            lines.append(f"one {i} {c.timeout:g} {shell} -c {shlex.quote(c.command)} &\n")
+        lines.append(BATCH_TAIL)
+        limit = max((c.timeout for c in commands), default=0) + 15
+        result = self.run("".join(lines), timeout=limit)
+        if result.exit_code != 0:
+            raise SshError(f"ssh to {self.name}: batch of {len(commands)} commands failed "
+                           f"(exit {result.exit_code}): {result.stderr.strip()[-200:]}")
+        try:
+            data: dict[str, str] = {}
+            raw = io.BytesIO(base64.b64decode(result.stdout))
+            with tarfile.open(fileobj=raw) as archive:  # read in memory, never extracted
+                for member in archive:
+                    content = archive.extractfile(member)
+                    if content is not None:
+                        data[member.name.removeprefix("./")] = \
+                            content.read().decode(errors="replace")
+        except (ValueError, tarfile.TarError) as exc:
+            raise SshError(f"ssh to {self.name}: unreadable batch results: {exc}") from None
+        found: dict[int, CommandResult | SshError] = {}
+        for i, command in enumerate(commands):
+            try:
+                code, start, end = data[f"{i}.rc"].split()
+                rc, seconds = int(code), max(0.0, float(end) - float(start))
+            except (KeyError, ValueError):
+                continue
+            if rc in TIMED_OUT and seconds >= command.timeout - 0.05:
+                found[i] = SshError(f"ssh to {self.name}: command timed out after "
+                                    f"{command.timeout:.0f} s")
+            else:
+                found[i] = CommandResult(command.command, rc, data.get(f"{i}.out", ""),
+                                         data.get(f"{i}.err", ""), seconds)
+        missing = [i for i in range(len(commands)) if i not in found]
+        if missing:
+            raise SshError(f"ssh to {self.name}: batch returned no result for "
+                           f"{len(missing)} of {len(commands)} commands")
+        return [found[i] for i in range(len(commands))]
 
     def close(self) -> None:
         if self._master is None:

@@ -1,4 +1,5 @@
-"""Master connections: they live as long as the pool, and carry only what sshd accepts."""
+"""Master connections: they live as long as the pool, carry only what sshd accepts, and
+run many commands in one session."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cdd_ci.ssh import MAX_SESSIONS, SshPool, SshSession
+from cdd_ci.models import CommandResult
+from cdd_ci.ssh import MAX_SESSIONS, Command, SshError, SshPool, SshSession
 
 # Stands in for `ssh`. As a master (-N) it waits to be told to exit (-O exit); -O check
 # says it is up; a command counts the copies of itself running at once, keeps the highest.
@@ -68,3 +70,49 @@ def test_a_master_opened_from_a_worker_thread_outlives_the_thread(fake_ssh: Path
     finally:
         pool.close()
     assert master.poll() is not None
+
+
+# Stands in for `ssh` running a command: runs the remote command here, with bash.
+LOCAL_SSH = """#!/bin/sh
+for last; do :; done
+exec bash -c "$last"
+"""
+
+
+@pytest.fixture
+def local_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "local-bin"
+    bin_dir.mkdir()
+    ssh = bin_dir / "ssh"
+    ssh.write_text(LOCAL_SSH)
+    ssh.chmod(ssh.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SHELL", "/bin/sh")
+
+
+def test_many_commands_in_one_session_keep_their_own_results(
+        local_ssh: None, tmp_path: Path) -> None:
+    session = SshSession("m1", tmp_path / "config", tmp_path / "m1.sock")
+    started = time.monotonic()
+    results = session.run_many([
+        Command("echo out; echo err >&2", 10),
+        Command("exit 3", 10),
+        Command("sleep 30", 1),
+        Command("printf 'two words\\n  and a line'", 10),
+        Command("sleep 1; exit 124", 10),  # its own 124 is an exit status, not a timeout
+    ])
+    assert time.monotonic() - started < 10  # at once, not one after the other
+    first, second, slow, spaced, own = results
+    assert isinstance(first, CommandResult) and (first.stdout, first.stderr) == ("out\n", "err\n")
+    assert isinstance(second, CommandResult) and second.exit_code == 3
+    assert isinstance(slow, SshError) and "timed out after 1 s" in str(slow)
+    assert isinstance(spaced, CommandResult) and spaced.stdout == "two words\n  and a line"
+    assert isinstance(own, CommandResult) and own.exit_code == 124
+
+
+def test_a_batch_the_machine_cannot_run_is_an_ssh_error(
+        local_ssh: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    session = SshSession("m1", tmp_path / "config", tmp_path / "m1.sock")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'local-bin'}:/nonexistent")  # no coreutils
+    with pytest.raises(SshError):
+        session.run_many([Command("true", 5)])
