@@ -212,7 +212,9 @@ def _judge(check: Check, machine: str, res: CommandResult) -> Attempt:
                        f" from {machine}", _both(res.stdout, res.stderr))
     assert isinstance(check, HttpCheck)
     if res.exit_code != 0:
-        return Attempt(Status.FAILED, f"GET {check.url} failed from {machine}",
+        # the probe's last line of stderr says why: "URLError: <urlopen error [Errno 111]…>"
+        why = (res.stderr.strip().splitlines() or ["no answer"])[-1][:200]
+        return Attempt(Status.FAILED, f"GET {check.url} failed from {machine}: {why}",
                        _both(res.stdout, res.stderr))
     status_line, _, body = res.stdout.partition("\n")
     return _judge_http(check, int(status_line or 0), body)

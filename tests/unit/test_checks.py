@@ -81,3 +81,17 @@ def test_port_check_on_a_machine_uses_the_shell(tmp_path: Path) -> None:
     port = next(r for r in results if r.name == "db port from broker")
     assert port.status is Status.FAILED
     assert "database:3306 refused or unreachable from broker" in port.message
+
+
+def test_http_from_a_machine_says_why_it_failed(tmp_path: Path) -> None:
+    config = make_project(tmp_path, '\n[[checks]]\nname = "web"\ntype = "http"\non = "broker"\n'
+                                    'url = "http://database:8080/"\ndeadline = 0\n')
+    broker = FakeShell("broker").answer("echo pong", stdout="pong\n").answer(
+        "python3", 1, stderr="Traceback (most recent call last):\nurllib.error.URLError: "
+        "<urlopen error [Errno 111] Connection refused>\n")
+    results = run_checks(config, {"broker": broker, "database": FakeShell("database")}, {},
+                         deadline=100)
+    web = next(r for r in results if r.name == "web")
+    assert web.status is Status.FAILED
+    assert web.message.startswith("GET http://database:8080/ failed from broker: ")
+    assert "Connection refused" in web.message
