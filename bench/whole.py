@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         log = work / "bench.log"
         if not args.no_molecule:
             b.ensure_molecule(log)
-        for i in range(args.repeat):
-            b.say(f"round {i + 1}/{args.repeat} (log {log})")
+        def cdd_run(i: int) -> None:
             project = b.Project(work / f"cdd{i}", args.machines, args.subnet, commands)
             project.write()
             try:
@@ -67,43 +66,61 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 for run_id in project.run_ids():
                     b.sweep(run_id)
-            if not args.no_molecule:
-                mol_id = b.new_run_id("mol")
-                root = b.molecule_scenario(work / f"molecule{i}", mol_id, args.machines,
-                                           commands)
-                try:
-                    times["molecule_test"].append(
-                        b.must(b.molecule(root, "test", log=log), "molecule test").seconds)
-                finally:
-                    if b.containers(mol_id):
-                        b.molecule(root, "destroy", log=log)
-                    b.sweep(mol_id)
-            if not args.no_naive:
-                env = b.BenchEnv(b.new_run_id("sh"), args.machines, args.subnet,
-                                 work / f"naive{i}")
-                checks_file = b.write_checks_file(work / "checks.tsv", env, commands)
-                naive = [str(b.NAIVE)]
-                try:
-                    up = b.must(b.timed([*naive, "up"], cwd=b.ENV_DIR, env=env.vagrant_env(),
-                                        log=log), "naive up")
-                    checks = b.timed([*naive, "checks", str(checks_file)], cwd=b.ENV_DIR,
-                                     env=env.vagrant_env(), log=log)
-                    # under load `vagrant ssh` itself fails now and then: counted, not fatal
-                    naive_failures.append(checks.output.count("naive: check failed"))
-                    down = b.must(b.timed([*naive, "destroy"], cwd=b.ENV_DIR,
-                                          env=env.vagrant_env(), log=log), "naive destroy")
-                    times["vagrant_up"].append(up.seconds)
-                    times["naive_checks"].append(checks.seconds)
-                    times["vagrant_destroy"].append(down.seconds)
-                    times["naive"].append(up.seconds + checks.seconds + down.seconds)
-                finally:
-                    b.sweep(env.run_id)
+
+        def molecule_test(i: int) -> None:
+            mol_id = b.new_run_id("mol")
+            root = b.molecule_scenario(work / f"molecule{i}", mol_id, args.machines, commands)
+            try:
+                times["molecule_test"].append(
+                    b.must(b.molecule(root, "test", log=log), "molecule test").seconds)
+            finally:
+                if b.containers(mol_id):
+                    b.molecule(root, "destroy", log=log)
+                b.sweep(mol_id)
+
+        def naive_script(i: int) -> None:
+            env = b.BenchEnv(b.new_run_id("sh"), args.machines, args.subnet, work / f"naive{i}")
+            checks_file = b.write_checks_file(work / "checks.tsv", env, commands)
+            naive = [str(b.NAIVE)]
+            try:
+                up = b.must(b.timed([*naive, "up"], cwd=b.ENV_DIR, env=env.vagrant_env(),
+                                    log=log), "naive up")
+                checks = b.timed([*naive, "checks", str(checks_file)], cwd=b.ENV_DIR,
+                                 env=env.vagrant_env(), log=log)
+                # under load `vagrant ssh` itself fails now and then: counted, not fatal
+                naive_failures.append(checks.output.count("naive: check failed"))
+                down = b.must(b.timed([*naive, "destroy"], cwd=b.ENV_DIR,
+                                      env=env.vagrant_env(), log=log), "naive destroy")
+                times["vagrant_up"].append(up.seconds)
+                times["naive_checks"].append(checks.seconds)
+                times["vagrant_destroy"].append(down.seconds)
+                times["naive"].append(up.seconds + checks.seconds + down.seconds)
+            finally:
+                b.sweep(env.run_id)
+
+        tools = [cdd_run]
+        tools += [] if args.no_molecule else [molecule_test]
+        tools += [] if args.no_naive else [naive_script]
+        for i in range(args.repeat):
+            # the host's load drifts over minutes: each round starts with another tool, so
+            # none is always measured at the same point of a round
+            order = tools[i % len(tools):] + tools[:i % len(tools)]
+            b.say(f"round {i + 1}/{args.repeat}: {', '.join(t.__name__ for t in order)} "
+                  f"(log {log})")
+            for tool in order:
+                tool(i)
             b.say("  " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items() if v))
     med = {k: b.median(v) for k, v in times.items() if v}
     result: dict[str, object] = {
         "benchmark": "whole", "host": b.host_info(), "checks": args.checks,
         "machines": args.machines, "repeat": args.repeat, "seconds": times, "median": med,
         "cdd_phases": phases, "naive_failures": naive_failures,
+        "round_ratios": {
+            "cdd_over_molecule": [b.ratio(c, m) for c, m in
+                                  zip(times["cdd_run"], times["molecule_test"], strict=False)],
+            "cdd_over_naive": [b.ratio(c, n) for c, n in
+                               zip(times["cdd_run"], times["naive"], strict=False)],
+        },
         "ratios": {
             "cdd_over_molecule": b.ratio(med["cdd_run"], med.get("molecule_test", 0)),
             "cdd_over_naive": b.ratio(med["cdd_run"], med.get("naive", 0)),
