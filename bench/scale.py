@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     cdd: dict[int, list[float]] = {n: [] for n in args.counts}
     vagrant: dict[int, list[float]] = {n: [] for n in args.counts}
     phases: dict[int, list[dict[str, float]]] = {n: [] for n in args.counts}
+    failures: list[str] = []
     with b.workdir(args.keep) as work:
         log = work / "bench.log"
         for i in range(args.repeat):
@@ -54,8 +55,16 @@ def main(argv: list[str] | None = None) -> int:
                 project = b.Project(work / f"cdd{i}-{n}", n, args.subnet)
                 project.write()
                 try:
-                    cdd[n].append(b.must(project.cdd("up", log=log), "cdd up").seconds)
-                    phases[n].append(project.junit_durations())
+                    up = project.cdd("up", log=log)
+                    if up.returncode == 0:
+                        cdd[n].append(up.seconds)
+                        phases[n].append(project.junit_durations())
+                    else:  # noted, and the round goes on (its reports stay in the work dir)
+                        failures.append(f"round {i + 1}, {n} machines: cdd up exit "
+                                        f"{up.returncode}: " + " ".join(
+                                            line.strip() for line in up.output.splitlines()
+                                            if "failed" in line)[:300])
+                        b.say(f"  {failures[-1]}")
                 finally:
                     project.cdd("destroy", log=log)
                     for run_id in project.run_ids():
@@ -68,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                     finally:
                         env.vagrant("destroy", "-f", log=log)
                         b.sweep(env.run_id)
-                b.say(f"  cdd up {cdd[n][-1]:.1f} s"
+                b.say(f"  cdd up {cdd[n][-1] if cdd[n] else float('nan'):.1f} s"
                       + (f", vagrant up {vagrant[n][-1]:.1f} s" if vagrant[n] else ""))
     med_cdd = {n: b.median(v) for n, v in cdd.items()}
     med_vagrant = {n: b.median(v) for n, v in vagrant.items() if v}
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "scale", "host": b.host_info(), "repeat": args.repeat,
         "seconds": {"cdd_up": cdd, "vagrant_up": vagrant},
         "median": {"cdd_up": med_cdd, "vagrant_up": med_vagrant},
-        "cdd_phases": phases,
+        "cdd_phases": phases, "failures": failures,
         "ratios": {
             "cdd_up_over_first": {n: b.ratio(v, med_cdd[one]) for n, v in med_cdd.items()},
             "vagrant_up_over_first": {n: b.ratio(v, med_vagrant[one])
