@@ -29,13 +29,19 @@ say "ruff"
 .venv/bin/ruff check cdd_ci tests bench
 say "mypy --strict"
 .venv/bin/mypy
+machines() {  # every cdd machine on this host, LXC containers and Docker containers
+  { lxc-ls -1 2>/dev/null || true; /usr/bin/docker ps -a --format '{{.Names}}' 2>/dev/null || true; } \
+    | tr ' ' '\n' | grep '^cdd-' | sort || true
+}
+before=$(machines)
+
 say "pytest"
 status=0
 .venv/bin/python -m pytest -m "not slow" "$@" || status=$?
 
-# Tests destroy what they build; this is the user's view of that promise.
-left=$( { lxc-ls -1 2>/dev/null || true; /usr/bin/docker ps -a --format '{{.Names}}' 2>/dev/null || true; } \
-        | grep '^cdd-' || true)
+# Tests destroy what they build; this is the user's view of that promise. Machines that were
+# there before the tests (another job's on a shared runner) are not the tests' to answer for.
+left=$(comm -13 <(printf '%s\n' "$before") <(machines) | grep . || true)
 if [ -n "$left" ]; then
   say "FAIL: machines left running after the tests:"; printf '  %s\n' $left >&2
   status=1
