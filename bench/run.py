@@ -155,11 +155,14 @@ def table(results: Path) -> str:
                     f"{1000 * sec['cdd --help']['mean']:.0f} ms, `cdd validate` "
                     f"{1000 * sec['cdd validate']['mean']:.0f} ms | `python3 -c pass` "
                     f"{1000 * sec['python3 -c pass']['mean']:.0f} ms | | < 300 ms |")
+    dates = sorted(str(d["host"]["date"]) for name in BENCHMARKS  # type: ignore[index]
+                   if (d := _load(results, name)) is not None and "host" in d)
     if host:
+        when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
         rows.append("")
-        rows.append(f"Measured {host.get('date')} on {host.get('nproc')} x {host.get('cpu')}, "
-                    f"{host.get('ram')} RAM, Linux {host.get('kernel')}, Vagrant "
-                    f"{host.get('vagrant')}, Python {host.get('python')}.")
+        rows.append(f"Measured {when} on {host.get('nproc')} cores (`nproc`) of "
+                    f"{host.get('cpu')}, {host.get('ram')} RAM, Linux {host.get('kernel')}, "
+                    f"Vagrant {host.get('vagrant')}, Python {host.get('python')}.")
     return "\n".join(rows)
 
 

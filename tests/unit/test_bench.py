@@ -113,4 +113,4 @@ def test_the_readme_table_renders_from_results(tmp_path: Path) -> None:
     assert "140x faster" in out.stdout and "3.0x faster" in out.stdout
     assert "3 machines: 1.40x one" in out.stdout
     assert "+1.0 s" in out.stdout and "`cdd validate` 200 ms" in out.stdout
-    assert "Measured 2026-01-01 00:00 UTC on 2 x CPU, 24 GiB RAM" in out.stdout
+    assert "Measured 2026-01-01 00:00 UTC on 2 cores (`nproc`) of CPU, 24 GiB RAM" in out.stdout
