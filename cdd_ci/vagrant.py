@@ -254,11 +254,28 @@ _ERROR_HINTS = re.compile(r"(error|failed|fatal|cannot|could not|timed out)", re
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+# Messages whose words hide their cause, with what a person on the runner should look at.
+_KNOWN_CAUSES = (
+    # vagrant-lxc gives up waiting for the container's address with exactly this line, and
+    # the usual reason is that nothing answers DHCP on the container's bridge.
+    (re.compile(r"^There was an error executing lxc-info$"),
+     "the container got no IP address: is lxc-net's DHCP server (dnsmasq on lxcbr0) "
+     "running? scripts/setup-host.sh starts it again"),
+)
+
+
 def last_error_line(output: str) -> str:
     """The line of Vagrant's output most likely to say what went wrong, for one-line reports."""
     lines = [_ANSI.sub("", raw).strip() for raw in output.splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith(("/usr/", "from /"))]
     for line in reversed(lines):
         if _ERROR_HINTS.search(line):
-            return line[:300]
+            return _with_cause(line[:300])
     return lines[-1][:300] if lines else "no output"
+
+
+def _with_cause(line: str) -> str:
+    for pattern, cause in _KNOWN_CAUSES:
+        if pattern.search(line):
+            return f"{line} ({cause})"
+    return line

@@ -178,19 +178,36 @@ ensure_rule() {
   iptables -w 10 -C "$chain" "$@" 2>/dev/null || iptables -w 10 -I "$chain" 1 "$@"
 }
 
+# lxc-net's dnsmasq, alive: the bridge and lxc-net's marker outlive it when the process is
+# killed (a runner's session ending takes it along), and a container that gets no DHCP lease
+# fails vagrant-lxc's wait for an address with a bare "error executing lxc-info".
+lxc_dhcp_alive() {
+  local pid
+  pid=$(cat /run/lxc/dnsmasq.pid 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dnsmasq ] || return 1
+  # a killed dnsmasq can linger as a zombie: PID 1 here reaps orphans only lazily
+  ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
+}
+
 start_lxc_net() {
   # lxcbr0 (10.0.3.1/24): every container's eth0 gets DHCP and NAT to the outside from lxc-net
-  if ip link show lxcbr0 >/dev/null 2>&1 && [ -e /run/lxc/network_up ]; then
+  if ip link show lxcbr0 >/dev/null 2>&1 && [ -e /run/lxc/network_up ] && lxc_dhcp_alive; then
     say "services: lxc-net already up"
   elif init_is_systemd; then
-    say "services: systemctl start lxc-net"
-    timeout 60 systemctl start lxc-net 9>&-
+    say "services: systemctl restart lxc-net"
+    timeout 60 systemctl restart lxc-net 9>&-
   else
+    if [ -e /run/lxc/network_up ]; then
+      # half up: lxc-net refuses to start again until it has been stopped
+      say "services: lxc-net's DHCP server is gone: stopping lxc-net to start it again"
+      timeout 60 /usr/libexec/lxc/lxc-net stop 9>&- >"$LOG_DIR/lxc-net.log" 2>&1 || true
+    fi
     say "services: starting lxc-net by hand (PID 1 is not systemd)"
     timeout 60 /usr/libexec/lxc/lxc-net start 9>&- >"$LOG_DIR/lxc-net.log" 2>&1 \
       || { cat "$LOG_DIR/lxc-net.log" >&2; die "services: lxc-net start failed"; }
   fi
   ip link show lxcbr0 >/dev/null 2>&1 || die "services: lxcbr0 is missing after starting lxc-net"
+  lxc_dhcp_alive || die "services: lxc-net started but its DHCP server (dnsmasq) is not running"
 
   # The private network: each machine gets a second NIC (eth1) on this bridge through the
   # Vagrantfile's lxc.net.1.* keys (vagrant-lxc's own private_network relies on pipework, which

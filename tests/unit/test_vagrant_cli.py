@@ -117,3 +117,14 @@ def test_versions(tmp_path: Path, fake_vagrant: Path) -> None:
 ])
 def test_last_error_line(output: str, line: str) -> None:
     assert last_error_line(output).startswith(line)
+
+
+def test_an_lxc_container_without_an_address_is_explained() -> None:
+    # vagrant-lxc's whole report when the bridge's DHCP server is gone
+    output = ("==> alpha: Waiting for machine to boot. This may take a few minutes...\n"
+              "There was an error executing lxc-info\n\n"
+              "For more information on the failure, enable detailed logging by setting\n"
+              "the environment variable VAGRANT_LOG to DEBUG.\n")
+    line = last_error_line(output)
+    assert line.startswith("There was an error executing lxc-info (the container got no IP")
+    assert "dnsmasq" in line and "\n" not in line
