@@ -184,19 +184,8 @@ class Lifecycle:
         self._record("created")
         self._begin_history()
         try:
-            self._fresh_reports()
-            self.claim_directory()
-            self.clear_leftovers()
-            self.up()
-            self.connect()
-            self.check()
-        except Interrupted as exc:
-            self.result.interrupted_by = exc.signame
-        except _Stop:
-            pass  # already reported as a step
-        except Exception as exc:  # a bug must not skip teardown; it is reported instead
-            self.result.add(StepResult(Phase.INTERNAL, ENVIRONMENT, "internal error",
-                                       Status.ERROR, message=f"{type(exc).__name__}: {exc}"))
+            self._attempt(self._fresh_reports, self.claim_directory, self.clear_leftovers,
+                          self.up, self.connect, self.check)
         finally:
             self._mask_signals()
             self.harvest()
@@ -220,18 +209,8 @@ class Lifecycle:
         self._record("created")
         self._begin_history()
         try:
-            self._fresh_reports()
-            self.claim_directory()
-            self.up()
-            self.connect()
-            self.check()
-        except Interrupted as exc:
-            self.result.interrupted_by = exc.signame
-        except _Stop:
-            pass  # already reported as a step
-        except Exception as exc:  # a bug must not skip teardown; it is reported instead
-            self.result.add(StepResult(Phase.INTERNAL, ENVIRONMENT, "internal error",
-                                       Status.ERROR, message=f"{type(exc).__name__}: {exc}"))
+            self._attempt(self._fresh_reports, self.claim_directory,
+                          self.up, self.connect, self.check)
         finally:
             self._mask_signals()
             self._release_directory()
@@ -247,6 +226,20 @@ class Lifecycle:
             self._finish_history()
             lock.close()
         return self.result
+
+    def _attempt(self, *phases: Callable[[], None]) -> None:
+        """The phases in order, until one stops the run. How it stopped goes into the result
+        and nothing propagates, so the caller's `finally` tears down from a known state."""
+        try:
+            for phase in phases:
+                phase()
+        except Interrupted as exc:
+            self.result.interrupted_by = exc.signame
+        except _Stop:
+            pass  # already reported as a step
+        except Exception as exc:  # a bug must not skip teardown; it is reported instead
+            self.result.add(StepResult(Phase.INTERNAL, ENVIRONMENT, "internal error",
+                                       Status.ERROR, message=f"{type(exc).__name__}: {exc}"))
 
     # -- phases ------------------------------------------------------------------------
 
