@@ -9,6 +9,7 @@ measurement side by side (one of each tool per round) and reports the median.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -68,6 +69,28 @@ COMMANDS = (
 )
 """Cheap, read-only commands that pass on every bench machine: the checks measure the tool,
 not the guest."""
+
+
+def arguments(description: str, *, checks: bool = False) -> argparse.ArgumentParser:
+    """The options every benchmark takes; with `checks`, also --checks and --machines."""
+    p = argparse.ArgumentParser(description=description)
+    if checks:
+        p.add_argument("--checks", type=int, default=50, help="checks in all (default 50)")
+        p.add_argument("--machines", type=int, default=2, help="machines (default 2)")
+    p.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
+    p.add_argument("--subnet", default=DEFAULT_SUBNET)
+    p.add_argument("--out", type=Path, help="write the result as JSON here too")
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    return p
+
+
+def parse_checks(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, and refuse a check count that cannot be spread evenly over the machines."""
+    args = p.parse_args(argv)
+    if args.checks % args.machines:
+        p.error("--checks must be a multiple of --machines (every check runs on every machine)")
+    return args
 
 
 def check_commands(count: int) -> list[str]:

@@ -12,20 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import benchlib as b
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p = b.arguments(__doc__.splitlines()[1])
     p.add_argument("--counts", default="1,2,3,5", help="machine counts (default 1,2,3,5)")
-    p.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
-    p.add_argument("--subnet", default=b.DEFAULT_SUBNET)
     p.add_argument("--no-vagrant", action="store_true", help="leave raw vagrant up out")
-    p.add_argument("--out", type=Path, help="write the result as JSON here too")
-    p.add_argument("--keep", action="store_true", help="keep the work directory")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     args = p.parse_args(argv)
     try:
         args.counts = [int(c) for c in args.counts.split(",")]

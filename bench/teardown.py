@@ -34,13 +34,8 @@ deadline = 0
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p = b.arguments(__doc__.splitlines()[1])
     p.add_argument("--machines", type=int, default=2, help="machines (default 2)")
-    p.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
-    p.add_argument("--subnet", default=b.DEFAULT_SUBNET)
-    p.add_argument("--out", type=Path, help="write the result as JSON here too")
-    p.add_argument("--keep", action="store_true", help="keep the work directory")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     return p.parse_args(argv)
 
 

@@ -16,26 +16,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import benchlib as b
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    p.add_argument("--checks", type=int, default=50, help="checks in all (default 50)")
-    p.add_argument("--machines", type=int, default=2, help="machines (default 2)")
-    p.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
-    p.add_argument("--subnet", default=b.DEFAULT_SUBNET)
+    p = b.arguments(__doc__.splitlines()[1], checks=True)
     p.add_argument("--no-molecule", action="store_true", help="leave Molecule out")
     p.add_argument("--no-naive", action="store_true", help="leave the naive script out")
-    p.add_argument("--out", type=Path, help="write the result as JSON here too")
-    p.add_argument("--keep", action="store_true", help="keep the work directory")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
-    args = p.parse_args(argv)
-    if args.checks % args.machines:
-        p.error("--checks must be a multiple of --machines (every check runs on every machine)")
-    return args
+    return b.parse_checks(p, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
