@@ -2,7 +2,7 @@
 # vi: set ft=ruby :
 #
 # The contract with cdd and the provider blocks, written once for the Vagrantfiles that load this
-# file (openstack, docker-swarm, devstack, openstack-dev):
+# file (openstack-base, openstack, docker-swarm, devstack, openstack-dev):
 #
 #   CDD_RUN_ID      names every machine cdd-<run id>-<machine> at the provider level (LXC
 #                   container, VirtualBox VM, libvirt domain); cdd finds a killed run's leftovers
@@ -14,8 +14,9 @@
 #                   scripts/setup-host.sh).
 #   CDD_BOX         box for virtualbox and libvirt (default debian/bookworm64).
 #
-# No docker provider block: these environments need systemd in the guest (and docker-swarm needs
-# a Docker daemon of its own), which the sshd-as-PID-1 image cannot give.
+# A docker provider block only for machines given `docker: true` (openstack-base): the others need
+# systemd in the guest (and docker-swarm a Docker daemon of its own), which the sshd-as-PID-1
+# image cannot give.
 
 module CddEnv
   RUN_ID = ENV.fetch("CDD_RUN_ID", "manual")
@@ -24,6 +25,7 @@ module CddEnv
   end
 
   LXC_BOX    = "cdd/debian-bookworm"   # built by scripts/setup-host.sh --provider lxc
+  DOCKER_IMAGE = "cdd/debian-bookworm-ssh:12"   # built by scripts/setup-host.sh --provider docker
   VM_BOX     = ENV["CDD_BOX"].to_s.empty? ? "debian/bookworm64" : ENV["CDD_BOX"]
   LXC_BRIDGE = ENV["CDD_LXC_BRIDGE"].to_s.empty? ? "cddbr0" : ENV["CDD_LXC_BRIDGE"]
 
@@ -55,8 +57,9 @@ module CddEnv
   end
 
   # One machine's provider blocks. spec: octet, memory (MiB), cpus, and nesting: true for a
-  # machine that runs containers of its own (Docker).
-  def self.machine(m, name, ip, spec)
+  # machine that runs containers of its own (Docker). docker: true adds the docker provider, for
+  # provisioners that start their services themselves (no systemd there).
+  def self.machine(m, name, ip, spec, docker: false)
     m.vm.hostname = name
 
     # ---- lxc (tested here; vagrant-lxc): system container, systemd as PID 1 ----
@@ -86,6 +89,22 @@ module CddEnv
         t.ruby do |_env, _machine|
           raise HostBridgeMissing unless File.exist?("/sys/class/net/#{LXC_BRIDGE}/bridge")
         end
+      end
+    end
+
+    if docker
+      # ---- docker: a container with sshd as PID 1 ----
+      m.vm.provider "docker" do |d, override|
+        d.image = DOCKER_IMAGE
+        d.name = "cdd-#{RUN_ID}-#{name}"
+        d.has_ssh = true
+        d.remains_running = true
+        # labels: cdd finds a killed run's containers by them too; never pull from a registry
+        d.create_args = ["--pull=never", "--label", "cdd.run=#{RUN_ID}", "--label", "cdd.vagrant=1"]
+        # ssh goes straight to the container's address: no host port, so machines brought up by
+        # separate `vagrant up` processes at once cannot race for port 2222
+        override.vm.network "forwarded_port", id: "ssh", guest: 22, host: 2222, disabled: true
+        override.vm.network "private_network", ip: ip, netmask: "24"
       end
     end
 
