@@ -171,9 +171,10 @@ def _command(check: Check) -> Command:
         return Command(check.command, check.timeout, check.sudo)
     if isinstance(check, ServiceCheck):
         svc = shlex.quote(check.service)
-        # systemd guests answer with is-active; init-less containers with the init script
+        # systemd guests answer with is-active; init-less containers (docker) with the init
+        # script, which only root may ask (and /usr/sbin is only on root's PATH)
         return Command("if [ -d /run/systemd/system ]; then systemctl is-active " + svc
-                       + "; else service " + svc + " status; fi", check.timeout)
+                       + "; else sudo -n service " + svc + " status; fi", check.timeout)
     if isinstance(check, PortCheck):
         return Command(f"timeout {check.timeout:g} bash -c "
                        f"{shlex.quote(f'</dev/tcp/{check.host}/{check.port}')}",
