@@ -13,10 +13,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { printf '[test %s] %s\n' "$(date -u +%T)" "$*" >&2; }
 
+# lxc for most tests (systemd guests), docker for those of the docker provider
 if [ "$(id -u)" = 0 ]; then
   scripts/setup-host.sh >/dev/null
+  scripts/setup-host.sh --provider docker >/dev/null
 elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
   sudo scripts/setup-host.sh >/dev/null
+  sudo scripts/setup-host.sh --provider docker >/dev/null
 else
   say "not root and no password-less sudo: Vagrant tests will be skipped"
 fi

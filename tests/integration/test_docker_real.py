@@ -1,0 +1,74 @@
+"""The same small environment on the docker provider: containers with sshd as PID 1 and no
+systemd, the fastest provider and the first one many teams try. A service check must be
+answered there through the init script, and nothing may outlive the run."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import ENVS, Project
+
+pytestmark = pytest.mark.vagrant
+
+DOCKER = "/usr/bin/docker"  # Debian's client, the one matched to the daemon setup-host starts
+IMAGE = "cdd/debian-bookworm-ssh:12"
+
+
+def containers(run_ids: set[str]) -> list[str]:
+    out = subprocess.run([DOCKER, "ps", "-a", "--format", "{{.Names}}"], capture_output=True,
+                         text=True, timeout=60, check=False).stdout
+    return [n for n in out.split() if any(n.startswith(f"cdd-{r}-") for r in run_ids)]
+
+
+@pytest.fixture
+def docker_pair(vagrant_host: None, tmp_path: Path) -> Iterator[Project]:
+    probe = subprocess.run([DOCKER, "image", "inspect", IMAGE], capture_output=True,
+                           timeout=60, check=False) if Path(DOCKER).exists() else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip(f"no docker daemon with {IMAGE}: run scripts/setup-host.sh --provider docker")
+    shutil.copytree(ENVS / "pair", tmp_path / "pair")
+    config = tmp_path / "pair" / "cdd.toml"
+    config.write_text(config.read_text().replace('provider = "lxc"', 'provider = "docker"'))
+    project = Project(tmp_path / "pair")
+    yield project
+    ids = project.run_ids()
+    if containers(ids):  # a failed test must not leak into the next ones
+        project.cdd("destroy", timeout=300)
+        for name in containers(ids):
+            subprocess.run([DOCKER, "rm", "-f", name], capture_output=True, timeout=120,
+                           check=False)
+
+
+def test_passing_run_on_docker(docker_pair: Project) -> None:
+    proc = docker_pair.cdd("run")
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    root = ET.parse(docker_pair.root / "reports" / "junit.xml").getroot()
+    cases = {f"{c.get('classname')}/{c.get('name')}": c for c in root.iter("testcase")}
+    sshd = cases["pair.alpha.check/sshd running"]
+    assert sshd.find("failure") is None and sshd.find("error") is None
+    props = {p.get("name"): p.get("value") for p in root.iter("property")}
+    assert props["provider"] == "docker"
+    assert containers(docker_pair.run_ids()) == []
+    # Vagrant's private network goes with the last machine
+    networks = subprocess.run([DOCKER, "network", "ls", "--format", "{{.Name}}"],
+                              capture_output=True, text=True, timeout=60, check=False).stdout
+    assert "vagrant_network_" not in networks
+
+
+def test_a_stopped_service_fails_its_check_on_docker(docker_pair: Project) -> None:
+    docker_pair.append_config(
+        '\n[[checks]]\nname = "no such service"\ntype = "service"\non = "alpha"\n'
+        'service = "nosuchd"\ndeadline = 0\n')
+
+    proc = docker_pair.cdd("run")
+
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "no such service" in proc.stdout
+    assert containers(docker_pair.run_ids()) == []
