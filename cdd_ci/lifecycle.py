@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -26,8 +27,10 @@ from typing import IO, Protocol
 from cdd_ci import checks, harvest, history, junit, network, procs, subnets
 from cdd_ci.config import Config, DestroyPolicy
 from cdd_ci.durations import format_duration, format_time
+from cdd_ci.inventory import HostRun
 from cdd_ci.ledger import Ledger, LedgerStore, claim_directory, new_run_id
 from cdd_ci.models import ENVIRONMENT, Phase, RunResult, Status, StepResult
+from cdd_ci.reaper import DEFAULT_OLDER_THAN, judge
 from cdd_ci.release import release_run
 from cdd_ci.signals import Cancellation, Interrupted
 from cdd_ci.ssh import Shell, SshError, SshPool
@@ -291,13 +294,18 @@ class Lifecycle:
             self._directory = None
 
     def clear_leftovers(self) -> None:
-        """Tear down what earlier runs of this project left (killed runner, --destroy never)."""
+        """Tear down what earlier runs of this project left, by the reaper's rules: a killed
+        run's machines at once; an environment kept on purpose (`cdd up`, --destroy never,
+        a hold) only once `cdd reap` would take it too, so a developer's day is not cut short
+        by a run in the same checkout."""
         for old in self.store.all():
             if old.run_id == self.ledger.run_id or self.store.is_live(old.run_id):
                 continue
-            if old.hold_until > self.clock():
-                self.display.warn(f"run {old.run_id} is held for debugging until "
-                                  f"{format_time(old.hold_until)}: left as it is")
+            verdict = judge(HostRun(old.run_id, ledger=old, store=self.store),
+                            now=self.clock(), older_than=DEFAULT_OLDER_THAN,
+                            host=socket.gethostname())
+            if not verdict.reap:
+                self.display.warn(f"run {old.run_id}: {verdict.reason}: left as it is")
                 continue
             self.display.phase(f"clearing leftovers of run {old.run_id}")
             with self.timeline.span("cleanup"):

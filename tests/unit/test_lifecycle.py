@@ -221,3 +221,26 @@ def test_runs_of_one_vagrant_directory_take_turns(tmp_path: Path) -> None:
     assert world.host.machines == {}
     _, again = run(tmp_path, world)  # once it is free, the next run goes ahead
     assert again.exit_code() is ExitCode.OK
+
+
+@pytest.mark.parametrize(("hours_later", "cleared"), [(1, False), (7, True)])
+def test_a_run_leaves_a_cdd_up_environment_until_the_reaper_would_take_it(
+        tmp_path: Path, hours_later: float, cleared: bool) -> None:
+    """A developer's `cdd up` and a `cdd run` in the same checkout: the run must not end the
+    developer's day, yet a forgotten environment goes once it is older than `cdd reap` allows."""
+    world = World()
+    config = make_project(tmp_path)
+    morning = Lifecycle(config, world.backend(), QuietDisplay(), Cancellation(),
+                        command="up").build()
+    assert morning.kept and len(world.host.machines) == 2
+    kept = set(world.host.machines)
+
+    later = morning.started_at + hours_later * 3600
+    lifecycle, result = run(tmp_path, world, clock=lambda: later)
+
+    assert result.exit_code() is ExitCode.OK
+    assert (set(world.host.machines) == set()) is cleared
+    assert (set(world.host.machines) == kept) is not cleared
+    if not cleared:
+        assert any(morning.run_id in e and "left as it is" in e
+                   for e in lifecycle.display.events)  # type: ignore[attr-defined]
