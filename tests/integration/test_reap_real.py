@@ -174,6 +174,14 @@ def test_the_developers_day(pair: Project) -> None:
     status = pair.cdd("status", timeout=120)
     assert f"{up_id}: keep, up since `cdd up`" in status.stdout, status.stdout
 
+    # the daily job, or the developer, runs the whole thing in the same checkout at noon:
+    # it builds machines of its own beside the kept ones and leaves those be
+    noon = pair.cdd("run", timeout=600)
+    assert noon.returncode == 0, noon.stdout + noon.stderr
+    assert f"run {up_id}: up since `cdd up`" in noon.stdout + noon.stderr, noon.stderr
+    assert len(pair.left_running({up_id})) == 2
+    assert [r["run_id"] for r in pair.ledgers()] == [up_id]
+
     evening = pair.cdd("down", timeout=600)
     assert evening.returncode == 0, evening.stdout + evening.stderr
     assert pair.left_running({up_id}) == []
@@ -182,5 +190,6 @@ def test_the_developers_day(pair: Project) -> None:
     assert "provisioned alpha" in (saved / "alpha" / "etc_cdd-test").read_text()
     with sqlite3.connect(pair.root / "reports" / "history.sqlite") as db:
         assert db.execute("SELECT command FROM events ORDER BY id").fetchall() == \
-            [("up",), ("down",)]
-        assert db.execute("SELECT released_by FROM runs").fetchall() == [("down",)]
+            [("up",), ("run",), ("down",)]
+        assert db.execute("SELECT released_by FROM runs WHERE run_id = ?",
+                          (up_id,)).fetchall() == [("down",)]
