@@ -82,11 +82,19 @@ class Project:
             fh.write(text)
 
 
+def copy_pair(parent: Path, name: str = "pair") -> Project:
+    """A fresh copy of the `pair` project in parent/name, with the library its Vagrantfile
+    loads beside it (tests/integration/envs/lib is a link to vagrant/lib)."""
+    if not (parent / "lib").exists():
+        shutil.copytree(ENVS / "lib", parent / "lib")
+    shutil.copytree(ENVS / "pair", parent / name)
+    return Project(parent / name)
+
+
 @pytest.fixture
 def pair(vagrant_host: None, tmp_path: Path) -> Iterator[Project]:
     """A fresh copy of the `pair` project; whatever a test leaves is destroyed afterwards."""
-    shutil.copytree(ENVS / "pair", tmp_path / "pair")
-    project = Project(tmp_path / "pair")
+    project = copy_pair(tmp_path)
     yield project
     ids = project.run_ids()
     if project.left_running(ids):  # a failed test must not leak into the next ones

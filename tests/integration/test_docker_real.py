@@ -4,7 +4,6 @@ answered there through the init script, and nothing may outlive the run."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ENVS, Project
+from .conftest import Project, copy_pair
 
 pytestmark = pytest.mark.vagrant
 
@@ -32,10 +31,9 @@ def docker_pair(vagrant_host: None, tmp_path: Path) -> Iterator[Project]:
                            timeout=60, check=False) if Path(DOCKER).exists() else None
     if probe is None or probe.returncode != 0:
         pytest.skip(f"no docker daemon with {IMAGE}: run scripts/setup-host.sh --provider docker")
-    shutil.copytree(ENVS / "pair", tmp_path / "pair")
-    config = tmp_path / "pair" / "cdd.toml"
+    project = copy_pair(tmp_path)
+    config = project.root / "cdd.toml"
     config.write_text(config.read_text().replace('provider = "lxc"', 'provider = "docker"'))
-    project = Project(tmp_path / "pair")
     yield project
     ids = project.run_ids()
     if containers(ids):  # a failed test must not leak into the next ones

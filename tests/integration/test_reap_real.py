@@ -5,7 +5,6 @@ everything of the three and nothing of the live one, which then finishes and pas
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import subprocess
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ENVS, Project
+from .conftest import Project, copy_pair
 
 pytestmark = pytest.mark.vagrant
 
@@ -61,8 +60,7 @@ def states(project: Project) -> dict[str, str]:
 
 
 def make(root: Path, name: str, subnet: str, *, env: str = "", checks: str = "") -> Project:
-    shutil.copytree(ENVS / "pair", root / name)
-    project = Project(root / name)
+    project = copy_pair(root, name)
     toml = (project.root / "cdd.toml").read_text()
     toml = toml.replace('machines = ["alpha", "beta"]',
                         f'machines = ["alpha", "beta"]\nenv = {{ CDD_SUBNET = "{subnet}"{env} }}')
