@@ -492,35 +492,18 @@ check_teardown() {
 }
 
 write_check_vagrantfile() {
-  cat >"$1/Vagrantfile" <<'EOF'
+  # the environments' own provider blocks, so the check proves what cdd's runs will use
+  local lib
+  lib="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/vagrant/lib/cdd_env"
+  cat >"$1/Vagrantfile" <<EOF
 # setup-host.sh --check: two bare machines, named like cdd names them
-RUN = ENV.fetch("CDD_RUN_ID")
+require "$lib"
 SUBNET = ENV.fetch("CDD_SUBNET")
-BRIDGE = ENV.fetch("CDD_LXC_BRIDGE", "cddbr0")
 Vagrant.configure("2") do |config|
-  config.vm.synced_folder ".", "/vagrant", disabled: true
+  CddEnv.configure(config)
   { "one" => 11, "two" => 12 }.each do |name, octet|
     config.vm.define name do |m|
-      m.vm.hostname = name
-      m.vm.provider "lxc" do |l, o|
-        o.vm.box = "cdd/debian-bookworm"
-        l.container_name = "cdd-#{RUN}-#{name}"
-        l.customize "net.1.type", "veth"
-        l.customize "net.1.link", BRIDGE
-        l.customize "net.1.flags", "up"
-        l.customize "net.1.name", "eth1"
-        l.customize "environment", "CDD_PRIVATE_ADDRESS=#{SUBNET}.#{octet}/24"
-        o.vm.network "forwarded_port", id: "ssh", guest: 22, host: 2222, disabled: true
-      end
-      m.vm.provider "docker" do |d, o|
-        d.image = "cdd/debian-bookworm-ssh:12"
-        d.name = "cdd-#{RUN}-#{name}"
-        d.has_ssh = true
-        d.remains_running = true
-        d.create_args = ["--pull=never", "--label", "cdd.run=#{RUN}", "--label", "cdd.vagrant=1"]
-        o.vm.network "forwarded_port", id: "ssh", guest: 22, host: 2222, disabled: true
-        o.vm.network "private_network", ip: "#{SUBNET}.#{octet}", netmask: "24"
-      end
+      CddEnv.machine(m, name, "#{SUBNET}.#{octet}", { memory: 512 }, docker: true)
     end
   end
 end

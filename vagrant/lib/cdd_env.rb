@@ -2,7 +2,8 @@
 # vi: set ft=ruby :
 #
 # The contract with cdd and the provider blocks, written once for the Vagrantfiles that load this
-# file (openstack-base, openstack, docker-swarm, devstack, openstack-dev):
+# file (openstack-base, openstack, docker-swarm, devstack, openstack-dev, and the small
+# environments of the integration tests, the benchmarks and `scripts/setup-host.sh --check`):
 #
 #   CDD_RUN_ID      names every machine cdd-<run id>-<machine> at the provider level (LXC
 #                   container, VirtualBox VM, libvirt domain); cdd finds a killed run's leftovers
