@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from cdd_ci import checks, harvest, history, junit, network, procs, subnets
+from cdd_ci import checks, harvest, history, hostcheck, junit, network, procs, subnets
 from cdd_ci.config import Config, DestroyPolicy
 from cdd_ci.durations import format_duration, format_time
 from cdd_ci.inventory import HostRun
@@ -83,6 +83,8 @@ class Backend:
     provider: Provider
     network: Callable[[str, float], str | None] = network.probe
     """Target, timeout -> None when the runner reaches it, else why not."""
+    host: Callable[[str], str | None] = hostcheck.problem
+    """Provider -> None, or what on this host would make its machines fail (hostcheck.py)."""
 
 
 def real_backend() -> Backend:
@@ -249,10 +251,28 @@ class Lifecycle:
     def preflight(self) -> bool:
         """Before anything is recorded or built: can this runner build the environment?
 
-        One that needs the internet (`environment.needs_network`) is refused on a runner
-        without it, rather than half-built: one infrastructure error in the report (exit 3),
-        its checks skipped, and nothing to tear down.
+        A host whose provider is known to be broken, or a runner without the internet for an
+        environment that needs it (`environment.needs_network`), is refused rather than
+        half-built: one infrastructure error in the report (exit 3), its checks skipped, and
+        nothing to tear down.
         """
+        if self._host_ready() and self._network_ready():
+            return True
+        self._fresh_reports()
+        self._skip_checks()
+        self.report()
+        return False
+
+    def _host_ready(self) -> bool:
+        problem = self.backend.host(self.config.environment.provider)
+        if problem is None:
+            return True  # the usual case, not worth a line in every report
+        self.display.step(self.result.add(StepResult(
+            Phase.PREFLIGHT, ENVIRONMENT, "host", Status.ERROR,
+            message=f"{problem}; nothing was built")))
+        return False
+
+    def _network_ready(self) -> bool:
         env = self.config.environment
         if not env.needs_network:
             return True
@@ -268,12 +288,7 @@ class Lifecycle:
             f"{env.name} needs the internet (environment.needs_network), and this runner "
             f"cannot reach {env.network_probe}: {problem}; nothing was built"))
         self.display.step(step)
-        if problem is None:
-            return True
-        self._fresh_reports()
-        self._skip_checks()
-        self.report()
-        return False
+        return problem is None
 
     def claim_directory(self) -> None:
         """Take turns with other runs of the same Vagrantfile directory (see ledger.py)."""

@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from ..conftest import REPO
+from .conftest import Project
 
 pytestmark = pytest.mark.vagrant
 
@@ -30,11 +32,21 @@ def dhcp_pid() -> int | None:
     return pid if comm == "dnsmasq" and not zombie else None
 
 
-def test_setup_host_starts_a_dead_dhcp_server_again(vagrant_host: None) -> None:
+def test_a_dead_dhcp_server_is_named_at_once_and_setup_host_mends_it(pair: Project) -> None:
     pid = dhcp_pid()
     assert pid is not None, "scripts/setup-host.sh left no DHCP server on lxcbr0"
     os.kill(pid, signal.SIGKILL)
     assert Path("/run/lxc/network_up").exists()
+
+    # cdd says what is wrong before building anything, instead of vagrant-lxc's
+    # "error executing lxc-info" half a minute later
+    started = time.monotonic()
+    run = pair.cdd("run")
+    took = time.monotonic() - started
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "DHCP server (dnsmasq on lxcbr0) is not running" in run.stdout, run.stdout
+    assert pair.run_ids() and pair.left_running(pair.run_ids()) == []
+    assert took < 15, f"refusing took {took:.1f} s"
 
     proc = subprocess.run(["bash", str(REPO / "scripts" / "setup-host.sh")],
                           capture_output=True, text=True, timeout=600, check=False)

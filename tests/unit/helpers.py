@@ -65,6 +65,8 @@ class World:
     fail_provision: set[str] = field(default_factory=set)
     fail_destroy: set[str] = field(default_factory=set)
     raise_in_up: BaseException | None = None
+    host_problem: str | None = None
+    """What hostcheck would say of the provider on this 'host' (None: nothing wrong)."""
 
     def __post_init__(self) -> None:
         self.shells = {
@@ -84,7 +86,8 @@ class World:
         def shells(_ssh_config: str, _registry: procs.Running | None) -> FakeShells:
             return FakeShells(self.shells, {m: f"10.0.0.{i}" for i, m in enumerate(self.shells)})
 
-        return Backend(environment=environment, shells=shells, provider=self.host)
+        return Backend(environment=environment, shells=shells, provider=self.host,
+                       host=lambda _provider: self.host_problem)
 
     @property
     def calls(self) -> list[str]:
