@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -40,13 +39,12 @@ def test_a_dead_dhcp_server_is_named_at_once_and_setup_host_mends_it(pair: Proje
 
     # cdd says what is wrong before building anything, instead of vagrant-lxc's
     # "error executing lxc-info" half a minute later
-    started = time.monotonic()
     run = pair.cdd("run")
-    took = time.monotonic() - started
     assert run.returncode == 3, run.stdout + run.stderr
     assert "DHCP server (dnsmasq on lxcbr0) is not running" in run.stdout, run.stdout
+    assert "Importing base box" not in run.stdout  # vagrant up never started
+    assert pair.ledgers() == []
     assert pair.run_ids() and pair.left_running(pair.run_ids()) == []
-    assert took < 15, f"refusing took {took:.1f} s"
 
     proc = subprocess.run(["bash", str(REPO / "scripts" / "setup-host.sh")],
                           capture_output=True, text=True, timeout=600, check=False)
