@@ -63,7 +63,6 @@ class FakeEnvironment:
     hang_up: set[str] = field(default_factory=set)
     raise_in_up: BaseException | None = None
     calls: list[str] = field(default_factory=list)
-    forget_on_destroy_failure: bool = False
 
     def _name(self, machine: str) -> str:
         return machine_name(self.run_id, machine)

@@ -94,7 +94,6 @@ class IssueReport:
     actions: list[IssueAction] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     dry_run: bool = False
-    pull_request: bool = False
 
     @property
     def ok(self) -> bool:
@@ -139,7 +138,7 @@ def report_issues(
     report), used for "what changed" when an issue has no green run of its own on record.
     """
     scrub = Scrubber([context.token])
-    report = IssueReport(dry_run=dry_run, pull_request=context.is_pull_request)
+    report = IssueReport(dry_run=dry_run)
     try:
         tracker = tracker or PyGithubTracker(context, options or ClientOptions())
         _Reporter(result, context, tracker, policy, report, baseline, sleep).run()

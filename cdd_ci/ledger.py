@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO
 
@@ -52,13 +52,17 @@ class Ledger:
     finished_at: float = 0.0
     hold_until: float = 0.0
     """Set when a failed environment is kept for debugging; the reaper honours it."""
-    heartbeat: float = 0.0
     history: str = ""
     """The history database this run is counted in, so whoever destroys it can close it."""
 
-    @property
-    def dotfile_path(self) -> str:
-        return self.vagrant_env.get("VAGRANT_DOTFILE_PATH", "")
+    @classmethod
+    def from_json(cls, text: str) -> Ledger:
+        """A ledger as written by this or another version of cdd: fields it does not know
+        (such as the `heartbeat` early versions wrote) are dropped, not fatal, so the machines
+        it records can still be destroyed."""
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -81,7 +85,6 @@ class LedgerStore:
 
     def write(self, ledger: Ledger) -> None:
         """Atomically replace the record: a crash mid-write must not lose it."""
-        ledger.heartbeat = time.time()
         path = self.run_dir(ledger.run_id) / LEDGER
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -96,8 +99,7 @@ class LedgerStore:
             self.index_error = f"{self.index.directory}: {exc}"
 
     def read(self, run_id: str) -> Ledger:
-        data = json.loads((self.run_dir(run_id) / LEDGER).read_text(encoding="utf-8"))
-        return Ledger(**data)
+        return Ledger.from_json((self.run_dir(run_id) / LEDGER).read_text(encoding="utf-8"))
 
     def all(self) -> list[Ledger]:
         """Every recorded run, oldest first; unreadable records are skipped, not fatal."""
@@ -106,7 +108,7 @@ class LedgerStore:
             return out
         for path in sorted(self.runs_dir.glob(f"*/{LEDGER}")):
             try:
-                out.append(Ledger(**json.loads(path.read_text(encoding="utf-8"))))
+                out.append(Ledger.from_json(path.read_text(encoding="utf-8")))
             except (OSError, ValueError, TypeError):
                 continue
         return sorted(out, key=lambda led: led.started_at)
