@@ -20,20 +20,21 @@ def problem(provider: str, *, lxc_run: Path = LXC_RUN, proc: Path = PROC) -> str
     """None when nothing is known to be wrong for `provider`, else one line saying what is."""
     if provider != "lxc" or not (lxc_run / "network_up").exists():
         return None
-    if _dnsmasq_alive(lxc_run / "dnsmasq.pid", proc):
+    if lxc_dhcp_pid(lxc_run=lxc_run, proc=proc) is not None:
         return None
     return ("lxc-net is started but its DHCP server (dnsmasq on lxcbr0) is not running, so no "
             "container would get an IP address: run scripts/setup-host.sh (or restart lxc-net)")
 
 
-def _dnsmasq_alive(pid_file: Path, proc: Path) -> bool:
+def lxc_dhcp_pid(*, lxc_run: Path = LXC_RUN, proc: Path = PROC) -> int | None:
+    """The pid of lxc-net's dnsmasq if it is alive, else None."""
     try:
-        pid = int(pid_file.read_text().strip())
+        pid = int((lxc_run / "dnsmasq.pid").read_text().strip())
         comm = (proc / str(pid) / "comm").read_text().strip()
         status = (proc / str(pid) / "status").read_text()
     except (OSError, ValueError):
-        return False
+        return None
     # a killed dnsmasq lingers as a zombie where PID 1 reaps orphans lazily
     zombie = any(line.split()[1:2] == ["Z"] for line in status.splitlines()
                  if line.startswith("State:"))
-    return comm == "dnsmasq" and not zombie
+    return pid if comm == "dnsmasq" and not zombie else None

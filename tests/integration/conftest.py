@@ -11,7 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 
 ENVS = Path(__file__).resolve().parent / "envs"
 BOX = "cdd/debian-bookworm"
+DOCKER = "/usr/bin/docker"  # Debian's client, the one matched to the daemon setup-host starts
 
 
 def _why_not() -> str | None:
@@ -44,6 +46,23 @@ def lxc_names() -> list[str]:
     out = subprocess.run(["lxc-ls", "-1"], capture_output=True, text=True, timeout=60,
                          check=False).stdout
     return [n for n in out.split() if n.startswith("cdd-")]
+
+
+def docker_names() -> list[str]:
+    if not Path(DOCKER).exists():
+        return []
+    out = subprocess.run([DOCKER, "ps", "-a", "--format", "{{.Names}}"], capture_output=True,
+                         text=True, timeout=60, check=False).stdout
+    return [n for n in out.split() if n.startswith("cdd-")]
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -75,7 +94,22 @@ class Project:
                 for p in sorted((self.root / ".cdd" / "runs").glob("*/ledger.json"))]
 
     def left_running(self, run_ids: set[str]) -> list[str]:
-        return [n for n in lxc_names() if any(n.startswith(f"cdd-{r}-") for r in run_ids)]
+        """The runs' machines the provider still has: LXC containers and Docker containers."""
+        return [n for n in lxc_names() + docker_names()
+                if any(n.startswith(f"cdd-{r}-") for r in run_ids)]
+
+    def clean_up(self, *, timeout: float = 300) -> None:
+        """Destroy whatever a failed test left of this project's runs, so that it does not
+        leak into the next tests: `cdd destroy` first, then the provider's own tools."""
+        ids = self.run_ids()
+        if not self.left_running(ids):
+            return
+        self.cdd("destroy", timeout=timeout)
+        containers = set(lxc_names())
+        for name in self.left_running(ids):
+            remove = (["lxc-destroy", "-f", "-n", name] if name in containers
+                      else [DOCKER, "rm", "-f", name])
+            subprocess.run(remove, capture_output=True, timeout=120, check=False)
 
     def append_config(self, text: str) -> None:
         with (self.root / "cdd.toml").open("a") as fh:
@@ -96,9 +130,4 @@ def pair(vagrant_host: None, tmp_path: Path) -> Iterator[Project]:
     """A fresh copy of the `pair` project; whatever a test leaves is destroyed afterwards."""
     project = copy_pair(tmp_path)
     yield project
-    ids = project.run_ids()
-    if project.left_running(ids):  # a failed test must not leak into the next ones
-        project.cdd("destroy", timeout=300)
-        for name in project.left_running(ids):
-            subprocess.run(["lxc-destroy", "-f", "-n", name], capture_output=True, timeout=120,
-                           check=False)
+    project.clean_up()

@@ -11,18 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Project, copy_pair
+from .conftest import DOCKER, Project, copy_pair
 
 pytestmark = pytest.mark.vagrant
 
-DOCKER = "/usr/bin/docker"  # Debian's client, the one matched to the daemon setup-host starts
 IMAGE = "cdd/debian-bookworm-ssh:12"
-
-
-def containers(run_ids: set[str]) -> list[str]:
-    out = subprocess.run([DOCKER, "ps", "-a", "--format", "{{.Names}}"], capture_output=True,
-                         text=True, timeout=60, check=False).stdout
-    return [n for n in out.split() if any(n.startswith(f"cdd-{r}-") for r in run_ids)]
 
 
 @pytest.fixture
@@ -35,12 +28,7 @@ def docker_pair(vagrant_host: None, tmp_path: Path) -> Iterator[Project]:
     config = project.root / "cdd.toml"
     config.write_text(config.read_text().replace('provider = "lxc"', 'provider = "docker"'))
     yield project
-    ids = project.run_ids()
-    if containers(ids):  # a failed test must not leak into the next ones
-        project.cdd("destroy", timeout=300)
-        for name in containers(ids):
-            subprocess.run([DOCKER, "rm", "-f", name], capture_output=True, timeout=120,
-                           check=False)
+    project.clean_up()
 
 
 def test_passing_run_on_docker(docker_pair: Project) -> None:
@@ -53,7 +41,7 @@ def test_passing_run_on_docker(docker_pair: Project) -> None:
     assert sshd.find("failure") is None and sshd.find("error") is None
     props = {p.get("name"): p.get("value") for p in root.iter("property")}
     assert props["provider"] == "docker"
-    assert containers(docker_pair.run_ids()) == []
+    assert docker_pair.left_running(docker_pair.run_ids()) == []
     # Vagrant's private network goes with the last machine
     networks = subprocess.run([DOCKER, "network", "ls", "--format", "{{.Name}}"],
                               capture_output=True, text=True, timeout=60, check=False).stdout
@@ -69,4 +57,4 @@ def test_a_stopped_service_fails_its_check_on_docker(docker_pair: Project) -> No
 
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "no such service" in proc.stdout
-    assert containers(docker_pair.run_ids()) == []
+    assert docker_pair.left_running(docker_pair.run_ids()) == []

@@ -13,7 +13,6 @@ run of the same environment from the checkout. `-s` shows the wall time of every
 from __future__ import annotations
 
 import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,12 +45,7 @@ def founding(vagrant_host: None, tmp_path: Path) -> Iterator[list[Project]]:
     projects: list[Project] = []
     yield projects
     for project in projects:
-        ids = project.run_ids()
-        if project.left_running(ids):
-            project.cdd("destroy", timeout=600)
-            for name in project.left_running(ids):
-                subprocess.run(["lxc-destroy", "-f", "-n", name], capture_output=True,
-                               timeout=120, check=False)
+        project.clean_up(timeout=600)
 
 
 def phase_times(project: Project) -> str:

@@ -12,18 +12,9 @@ import pytest
 from lxml import etree
 
 from ..conftest import SHARED
-from .conftest import Project, lxc_names
+from .conftest import Project, lxc_names, wait_for
 
 pytestmark = pytest.mark.vagrant
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def junit_cases(project: Project) -> dict[str, ET.Element]:
@@ -85,8 +76,8 @@ def test_failing_provisioner_exits_3_and_destroys(pair: Project) -> None:
 def test_signal_during_up_destroys_everything(pair: Project, sig: signal.Signals) -> None:
     proc = pair.start("run")
     # wait until the machines exist at the provider level: the worst moment to be stopped
-    wait_for(lambda: len(pair.left_running(pair.run_ids())) >= 1, 120,
-             "containers being created")
+    wait_for("containers being created",
+             lambda: len(pair.left_running(pair.run_ids())) >= 1, 120)
     sent = time.monotonic()
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=120)
@@ -100,8 +91,8 @@ def test_signal_during_up_destroys_everything(pair: Project, sig: signal.Signals
 
 def test_destroy_from_the_ledger_after_sigkill(pair: Project) -> None:
     proc = pair.start("run")
-    wait_for(lambda: len(pair.left_running(pair.run_ids())) >= 2, 120,
-             "both containers being created")
+    wait_for("both containers being created",
+             lambda: len(pair.left_running(pair.run_ids())) >= 2, 120)
     proc.kill()  # no handler, no finally: only the ledger is left to know what was started
     proc.wait(timeout=30)
     assert pair.left_running(pair.run_ids()), "the test meant to kill the run mid-build"
@@ -124,8 +115,8 @@ def test_cancelled_job_sigint_sigterm_sigkill_then_destroy_step(
         pair: Project, to_sigterm: float, to_sigkill: float) -> None:
     """What GitHub Actions does to a cancelled job, then the workflow's `if: always()` step."""
     proc = pair.start("run")
-    wait_for(lambda: len(pair.left_running(pair.run_ids())) >= 1, 120,
-             "containers being created")
+    wait_for("containers being created",
+             lambda: len(pair.left_running(pair.run_ids())) >= 1, 120)
     proc.send_signal(signal.SIGINT)
     for sig, grace in ((signal.SIGTERM, to_sigterm), (signal.SIGKILL, to_sigkill)):
         try:

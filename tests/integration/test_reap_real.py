@@ -8,12 +8,12 @@ import json
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import Project, copy_pair
+from .conftest import Project, copy_pair, wait_for
 
 pytestmark = pytest.mark.vagrant
 
@@ -30,15 +30,6 @@ command = "test -e {RELEASE}"
 deadline = 600
 interval = 1
 """
-
-
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def ledger(project: Project) -> dict[str, object]:
@@ -80,11 +71,8 @@ def projects(vagrant_host: None, tmp_path: Path) -> Iterator[dict[str, Project]]
         "live": make(tmp_path, "live", "192.168.184", checks=WAITING_CHECK),
     }
     yield made
-    for project in made.values():  # a failed test must not leak into the next ones
-        ids = project.run_ids()
-        for name in project.left_running(ids):
-            subprocess.run(["lxc-destroy", "-f", "-n", name], capture_output=True,
-                           timeout=120, check=False)
+    for project in made.values():
+        project.clean_up()
 
 
 def test_reap_frees_killed_runs_and_never_a_live_one(projects: dict[str, Project]) -> None:

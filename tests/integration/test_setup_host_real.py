@@ -11,28 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from cdd_ci.hostcheck import lxc_dhcp_pid
+
 from ..conftest import REPO
 from .conftest import Project
 
 pytestmark = pytest.mark.vagrant
 
-PID_FILE = Path("/run/lxc/dnsmasq.pid")
-
-
-def dhcp_pid() -> int | None:
-    try:
-        pid = int(PID_FILE.read_text())
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        status = Path(f"/proc/{pid}/status").read_text()
-    except (OSError, ValueError):
-        return None
-    zombie = any(line.split()[1:2] == ["Z"] for line in status.splitlines()
-                 if line.startswith("State:"))
-    return pid if comm == "dnsmasq" and not zombie else None
-
 
 def test_a_dead_dhcp_server_is_named_at_once_and_setup_host_mends_it(pair: Project) -> None:
-    pid = dhcp_pid()
+    pid = lxc_dhcp_pid()
     assert pid is not None, "scripts/setup-host.sh left no DHCP server on lxcbr0"
     os.kill(pid, signal.SIGKILL)
     assert Path("/run/lxc/network_up").exists()
@@ -51,4 +39,4 @@ def test_a_dead_dhcp_server_is_named_at_once_and_setup_host_mends_it(pair: Proje
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "DHCP server is gone" in proc.stdout + proc.stderr
-    assert dhcp_pid() not in (None, pid)
+    assert lxc_dhcp_pid() not in (None, pid)
