@@ -50,6 +50,24 @@ module CddEnv
     machines.map { |name, spec| "#{subnet}.#{spec[:octet]}=#{name}" }
   end
 
+  COMMON = File.expand_path("../openstack-base/provision/common.sh", __dir__)
+
+  # Every machine of `machines` (name => spec) on `subnet`, at .<spec[:octet]>: its provider
+  # blocks, then common.sh first of all provisioners (the peers in /etc/hosts, the helpers the
+  # role scripts use). The block adds the machine's own: |m, name, ip, spec|.
+  # spec[:autostart] false leaves a machine out of a bare `vagrant up`.
+  def self.machines(config, subnet, machines, docker: false)
+    everyone = peers(subnet, machines)
+    machines.each do |name, spec|
+      ip = "#{subnet}.#{spec[:octet]}"
+      config.vm.define name, autostart: spec.fetch(:autostart, true) do |m|
+        machine(m, name, ip, spec, docker: docker)
+        m.vm.provision "common", type: "shell", path: COMMON, args: [name, ip, *everyone]
+        yield m, name, ip, spec
+      end
+    end
+  end
+
   def self.configure(config)
     config.vm.box_check_update = false
     # Provisioning scripts are uploaded by the shell provisioner; nothing needs a shared folder
