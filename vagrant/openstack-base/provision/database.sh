@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # database.sh: MariaDB from Debian, listening on every interface (so on the private address),
-# with one database and one user per OpenStack service; each user has every privilege on its own
-# database only, from anywhere ('%') and from localhost. Idempotent.
+# with one database and one user per OpenStack service; each user has every privilege on its
+# databases only, from anywhere ('%') and from localhost. Idempotent.
+#   CDD_EXTRA_DATABASES  more database:user:password words, after the four services' own (the
+#                        full control plane in vagrant/openstack adds nova_api, nova_cell0 and
+#                        placement)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-# service => password: throwaway test credentials, as in the OpenStack install guide
-SERVICES=(keystone:KEYSTONE_DBPASS glance:GLANCE_DBPASS nova:NOVA_DBPASS neutron:NEUTRON_DBPASS)
+# database:user:password, throwaway test credentials as in the OpenStack install guide
+DATABASES=(keystone:keystone:KEYSTONE_DBPASS glance:glance:GLANCE_DBPASS nova:nova:NOVA_DBPASS
+           neutron:neutron:NEUTRON_DBPASS)
+read -r -a extra <<<"${CDD_EXTRA_DATABASES:-}"
+DATABASES+=("${extra[@]}")
 
 cdd-apt-install mariadb-server
 
@@ -43,21 +49,21 @@ for _ in $(seq 60); do mariadb-admin ping >/dev/null 2>&1 && break; sleep 1; don
 mariadb-admin ping >/dev/null
 
 sql=""
-for entry in "${SERVICES[@]}"; do
-  db="${entry%%:*}" pass="${entry#*:}"
+for entry in "${DATABASES[@]}"; do
+  IFS=: read -r db user pass <<<"$entry"
   sql+="CREATE DATABASE IF NOT EXISTS \`$db\`;"
   for host in localhost '%'; do
-    sql+="CREATE USER IF NOT EXISTS '$db'@'$host' IDENTIFIED BY '$pass';"
-    sql+="ALTER USER '$db'@'$host' IDENTIFIED BY '$pass';"
-    sql+="GRANT ALL PRIVILEGES ON \`$db\`.* TO '$db'@'$host';"
+    sql+="CREATE USER IF NOT EXISTS '$user'@'$host' IDENTIFIED BY '$pass';"
+    sql+="ALTER USER '$user'@'$host' IDENTIFIED BY '$pass';"
+    sql+="GRANT ALL PRIVILEGES ON \`$db\`.* TO '$user'@'$host';"
   done
 done
 timeout 60 mariadb -u root <<<"$sql"
 
-# prove every login over TCP on the private side rather than leave it to the checks
-for entry in "${SERVICES[@]}"; do
-  db="${entry%%:*}" pass="${entry#*:}"
-  got=$(timeout 30 mariadb -h 127.0.0.1 -u "$db" -p"$pass" "$db" -N -e 'SELECT DATABASE()')
-  [ "$got" = "$db" ] || { echo "database: $db cannot use its database (got '$got')" >&2; exit 1; }
+# prove every login over TCP, as the services will make it, rather than leave it to the checks
+for entry in "${DATABASES[@]}"; do
+  IFS=: read -r db user pass <<<"$entry"
+  got=$(timeout 30 mariadb -h 127.0.0.1 -u "$user" -p"$pass" "$db" -N -e 'SELECT DATABASE()')
+  [ "$got" = "$db" ] || { echo "database: $user cannot use $db (got '$got')" >&2; exit 1; }
 done
-echo "database: mariadb $(dpkg-query -W -f='${Version}' mariadb-server) up on 3306, databases: ${SERVICES[*]%%:*}"
+echo "database: mariadb $(dpkg-query -W -f='${Version}' mariadb-server) up on 3306, databases: ${DATABASES[*]%%:*}"
