@@ -115,6 +115,17 @@ class GitHubServer:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    @classmethod
+    @contextmanager
+    def serving(cls, api: OpenApi, *, token: str,
+                repository: str = "acme/cloud") -> Iterator[GitHubServer]:
+        """A running server that, once done, fails the test if any request or response broke
+        GitHub's published contract."""
+        server = cls(api, token=token, repository=repository)
+        with server.running():
+            yield server
+        assert server.violations == [], "\n".join(server.violations)
+
     @contextmanager
     def running(self) -> Iterator[GitHubServer]:
         handler = type("Handler", (_Handler,), {"github": self})
