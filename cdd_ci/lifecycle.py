@@ -2,12 +2,15 @@
 
     preflight (an environment that needs the internet, on a runner without it, stops
     here: reported, nothing built) -> lock and record the run (write-ahead, and in the
-    run history) -> clear leftovers of earlier runs -> up -> provision -> connect -> checks
-    finally: harvest logs -> destroy (or hold, or keep) -> verify nothing is left
-             -> write the report -> close the run's record in the history
+    run history) -> `phases()`: clear leftovers of earlier runs -> up -> provision ->
+    connect -> checks -> inventory
+    finally: `decide()` the machines' fate -> harvest logs -> destroy (or hold, or keep,
+             or leave up for `cdd up`) -> verify nothing is left -> write the report ->
+             close the run's record in the history
 
 The `finally` runs whatever happened before it: a failed check, a failed provisioner, a
-timeout, any exception, SIGINT or SIGTERM (turned into Interrupted by signals.py).
+timeout, any exception, SIGINT or SIGTERM (turned into Interrupted by infra/signals.py).
+A bug caught there keeps its traceback in reports/logs/debug.log.
 """
 
 from __future__ import annotations
@@ -15,120 +18,74 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Protocol
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from enum import Enum
+from typing import IO
 
-from cdd_ci import checks, harvest, history, hostcheck, junit, network, procs, subnets
+from cdd_ci.backend import Backend
+from cdd_ci.checks import harvest, packages
+from cdd_ci.checks import smoke as checks
 from cdd_ci.config import Config, DestroyPolicy
 from cdd_ci.durations import format_duration, format_time
-from cdd_ci.inventory import HostRun
-from cdd_ci.ledger import Ledger, LedgerStore, claim_directory, new_run_id
-from cdd_ci.models import ENVIRONMENT, Phase, RunResult, Status, StepResult
-from cdd_ci.reaper import DEFAULT_OLDER_THAN, judge
-from cdd_ci.release import release_run
-from cdd_ci.signals import Cancellation, Interrupted
-from cdd_ci.ssh import Shell, SshError, SshPool
-from cdd_ci.teardown import Provider, RealProvider, destroy_run
-from cdd_ci.vagrant import Environment, VagrantCli, VagrantError
+from cdd_ci.history import store as history
+from cdd_ci.host.inventory import HostRun
+from cdd_ci.host.ledger import LedgerPhase, LedgerStore, claim_directory, new_ledger
+from cdd_ci.host.reaper import DEFAULT_OLDER_THAN, judge
+from cdd_ci.host.release import release_run
+from cdd_ci.host.teardown import destroy_run
+from cdd_ci.infra import git
+from cdd_ci.infra.signals import Cancellation, Interrupted
+from cdd_ci.infra.ssh import Shell, Shells, SshError
+from cdd_ci.infra.vagrant import Provisioning, VagrantError
+from cdd_ci.models import ENVIRONMENT, Package, Phase, RunResult, Status, StepResult
+from cdd_ci.report import junit
+from cdd_ci.report.progress import Display
+from cdd_ci.text import Scrubber
+from cdd_ci.words import plural
 
+DEBUG_LOG = "debug.log"
+"""In the report's logs: the tracebacks of bugs caught so that teardown still runs."""
 SSH_OPEN_TIMEOUT = 60.0
 """`vagrant ssh-config`'s output, kept in the run's directory while `cdd up` keeps it: the
 addresses do not change while the machines run, and asking Vagrant again costs `cdd check`
 a Ruby start-up (about 1.5 s, most of its time). Dropped when a connection fails."""
-SECRETS = ("GITHUB_TOKEN", "GH_TOKEN", "CDD_GITHUB_TOKEN")
-"""Vagrant and the guests never need these; keep them out of every child's environment."""
 
 
 class _Stop(Exception):
     """A phase already recorded why the run cannot go on: straight to the teardown."""
 
 
-class Display(Protocol):
-    """Where progress goes: a live terminal view, or plain lines in a CI log."""
+class Fate(Enum):
+    """What happens to the machines when the command ends."""
 
-    def phase(self, text: str) -> None: ...
-
-    def line(self, machine: str, text: str) -> None: ...
-
-    def step(self, step: StepResult) -> None: ...
-
-    def warn(self, text: str) -> None: ...
-
-
-class Shells(Protocol):
-    @property
-    def shells(self) -> Mapping[str, Shell]: ...
-
-    @property
-    def addresses(self) -> Mapping[str, str]:
-        """Machine name -> an address the runner itself can reach."""
-
-    def open(self, machine: str, *, timeout: float) -> None: ...
-
-    def close(self) -> None: ...
+    DESTROY = "destroy"
+    KEEP = "keep"
+    """`--destroy never`, or `--destroy passing` after a failure: until `cdd destroy`."""
+    HOLD = "hold"
+    """`--hold-on-failure`: a failed environment kept for debugging, until a deadline."""
+    STAY_UP = "stay up"
+    """`cdd up`: the environment is the product of the command, up for the day."""
 
 
-@dataclass(frozen=True)
-class Backend:
-    """The external systems a run talks to: real ones, or the fakes in tests."""
-
-    environment: Callable[[Ledger, procs.Running | None], Environment]
-    shells: Callable[[str, procs.Running | None], Shells]
-    provider: Provider
-    network: Callable[[str, float], str | None] = network.probe
-    """Target, timeout -> None when the runner reaches it, else why not."""
-    host: Callable[[str], str | None] = hostcheck.problem
-    """Provider -> None, or what on this host would make its machines fail (hostcheck.py)."""
-
-
-def real_backend() -> Backend:
-    def environment(ledger: Ledger, registry: procs.Running | None) -> Environment:
-        env = {k: v for k, v in os.environ.items() if k not in SECRETS}
-        env.update(ledger.vagrant_env)
-        return VagrantCli(Path(ledger.directory), ledger.provider, env, registry)
-
-    return Backend(environment=environment, shells=SshPool, provider=RealProvider())
-
-
-def new_ledger(
-    config: Config,
-    command: str,
-    run_id: str | None = None,
-    subnets_in_use: Callable[[], list[str]] = subnets.in_use_on_host,
-) -> Ledger:
-    run_id = run_id or new_run_id()
-    store = LedgerStore(config.state_dir)
-    own = {} if subnets.VARIABLE in config.environment.env else {
-        subnets.VARIABLE: subnets.allocate(run_id, config.environment.provider, subnets_in_use())
-    }
-    return Ledger(
-        run_id=run_id,
-        environment=config.environment.name,
-        directory=str(config.vagrant_dir),
-        provider=config.environment.provider,
-        machines=list(config.environment.machines),
-        vagrant_env={
-            "CDD_RUN_ID": run_id,
-            "VAGRANT_DEFAULT_PROVIDER": config.environment.provider,
-            # one Vagrant state directory per run: two runs never share `.vagrant/`
-            "VAGRANT_DOTFILE_PATH": str(store.run_dir(run_id) / "vagrant"),
-            "VAGRANT_CHECKPOINT_DISABLE": "1",
-            "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
-            "VAGRANT_NO_COLOR": "1",
-            **own,
-            **config.environment.env,
-        },
-        started_at=time.time(),
-        command=command,
-        config=str(config.root),
-        history=str(config.history_path),
-    )
+def decide(result: RunResult, policy: DestroyPolicy, *, stays_up: bool,
+           hold_for: float) -> Fate:
+    """The one destroy rule. A cancelled run is destroyed whatever else was asked (only
+    `--destroy never` keeps it): a cancelled job's machines are nobody's to debug."""
+    if stays_up and (result.passed or policy is not DestroyPolicy.ALWAYS):
+        return Fate.STAY_UP
+    if result.interrupted_by:
+        return Fate.KEEP if policy is DestroyPolicy.NEVER else Fate.DESTROY
+    if policy is DestroyPolicy.NEVER:
+        return Fate.KEEP
+    if not result.passed and hold_for > 0:
+        return Fate.HOLD
+    if policy is DestroyPolicy.PASSING and not result.passed:
+        return Fate.KEEP
+    return Fate.DESTROY
 
 
 class Lifecycle:
@@ -150,7 +107,7 @@ class Lifecycle:
     ) -> None:
         self.config = config
         self.reporters = list(reporters)
-        """Called after teardown, before the JUnit report is written (see reporting.py)."""
+        """Called after teardown, before the JUnit report is written (see report/reporters.py)."""
         self.backend = backend
         self.display = display
         self.cancellation = cancellation
@@ -171,35 +128,24 @@ class Lifecycle:
         self._open: dict[str, Shell] = {}
         self._directory: IO[str] | None = None
         self._ssh_config = ""
+        self._ssh_configs: dict[str, Future[str]] = {}
+        """Each machine's `vagrant ssh-config`, asked while it provisions: a Ruby start-up
+        (1.5 s or more) that is then not on the critical path."""
+        self._ssh_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ssh-config")
         self.hold_on_failure = hold_on_failure
         """Seconds to keep a failed environment for debugging (0: destroy as usual)."""
         self.clock = clock
         self.timeline = history.Timeline(clock)
         self._history_event = 0
         self._released_at: float | None = None
+        self._cancel_told = False
+        self._plugin_list: list[Package] = []
 
     # -- the sequence ------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        """Build, check, always tear down (per policy), always report."""
-        if not self.preflight():
-            return self.result
-        # locked before it is recorded: no reaper may ever find the run and think it dead
-        lock = self.store.acquire(self.ledger.run_id)
-        self._record("created")
-        self._begin_history()
-        try:
-            self._attempt(self._fresh_reports, self.claim_directory, self.clear_leftovers,
-                          self.up, self.connect, self.check)
-        finally:
-            self._mask_signals()
-            self.harvest()
-            self.teardown()
-            self._release_directory()
-            self.report()
-            self._finish_history()
-            lock.close()
-        return self.result
+        """`cdd run`: build, check, always tear down (per policy), always report."""
+        return self._execute(stays_up=False)
 
     def build(self) -> RunResult:
         """`cdd up`: the same build and checks, but the environment stays for the day.
@@ -208,25 +154,28 @@ class Lifecycle:
         policy says otherwise. Once built, the lock is let go: from then on the reaper judges
         the environment by its age, which is what catches a forgotten `cdd down`.
         """
+        return self._execute(stays_up=True)
+
+    def phases(self) -> tuple[Callable[[], None], ...]:
+        """The build, in order, the same for both commands. A phase that fails stops it;
+        what follows (teardown, report) is `_execute`'s `finally`."""
+        return (self._fresh_reports, self.claim_directory, self.clear_leftovers, self.up,
+                self.connect, self.check, self.inventory)
+
+    def _execute(self, *, stays_up: bool) -> RunResult:
         if not self.preflight():
             return self.result
+        # locked before it is recorded: no reaper may ever find the run and think it dead
         lock = self.store.acquire(self.ledger.run_id)
-        self._record("created")
+        self._record(LedgerPhase.CREATED)
         self._begin_history()
         try:
-            self._attempt(self._fresh_reports, self.claim_directory,
-                          self.up, self.connect, self.check)
+            self._attempt(*self.phases())
         finally:
             self._mask_signals()
+            self.conclude(decide(self.result, self.policy, stays_up=stays_up,
+                                 hold_for=self.hold_on_failure))
             self._release_directory()
-            if not self.result.passed and self.policy is DestroyPolicy.ALWAYS:
-                self.harvest()
-                self.teardown()
-            else:
-                self._close_shells()
-                self.result.kept = True
-                self._record("up")
-                self._keep_ssh_config()
             self.report()
             self._finish_history()
             lock.close()
@@ -244,7 +193,7 @@ class Lifecycle:
             pass  # already reported as a step
         except Exception as exc:  # a bug must not skip teardown; it is reported instead
             self.result.add(StepResult(Phase.INTERNAL, ENVIRONMENT, "internal error",
-                                       Status.ERROR, message=f"{type(exc).__name__}: {exc}"))
+                                       Status.ERROR, message=self._bug(exc)))
 
     # -- phases ------------------------------------------------------------------------
 
@@ -291,7 +240,7 @@ class Lifecycle:
         return problem is None
 
     def claim_directory(self) -> None:
-        """Take turns with other runs of the same Vagrantfile directory (see ledger.py)."""
+        """Take turns with other runs of the same Vagrantfile directory (see host/ledger.py)."""
         started = time.monotonic()
         try:
             self._directory = claim_directory(
@@ -343,27 +292,59 @@ class Lifecycle:
         machines = self.config.environment.machines
         self.display.phase(f"up: {', '.join(machines)} ({self.config.environment.provider})")
         workers = len(machines) if self.config.environment.parallel else 1
-        with ThreadPoolExecutor(max_workers=workers + 1) as pool:
-            # `vagrant --version` is a Ruby start-up of its own: not on the critical path
-            versions = pool.submit(self._versions)
+        with ThreadPoolExecutor(max_workers=workers + 2) as pool:
+            # `vagrant --version` and `vagrant plugin list` are Ruby start-ups of their own
+            # (1.5 s or more each): asked while the machines come up, not after
+            version = pool.submit(self._version)
+            plugins = pool.submit(self._plugins)
             list(pool.map(self._up_one, machines))
-        self.result.properties.update(versions.result())
+        self.result.vagrant_version = version.result()
+        self._plugin_list = plugins.result()
         if self.cancellation.cancelled:
             raise Interrupted(self.cancellation.signame)
 
     def _up_one(self, machine: str) -> None:
-        log = self.log_dir / machine / "up.log"
-        if not self._step(Phase.UP, machine, "up", lambda: self._vagrant.up(
-                machine, timeout=self.config.timeouts.up, log=log,
-                on_line=lambda text: self.display.line(machine, text))):
+        """One `vagrant up` that also provisions (a separate `vagrant provision` would put one
+        more Ruby start-up on the machine's critical path); the line where Vagrant starts
+        the first provisioner splits it into the report's up and provision steps, each with
+        its own timeout and log."""
+        if self.cancellation.cancelled:
             return
-        self._set_state(machine, "up")
-        self._note_box(machine)
-        log = self.log_dir / machine / "provision.log"
-        if self._step(Phase.PROVISION, machine, "provision", lambda: self._vagrant.provision(
-                machine, timeout=self.config.timeouts.provision, log=log,
-                on_line=lambda text: self.display.line(machine, text))):
-            self._set_state(machine, "provisioned")
+        started, wall = time.monotonic(), self.clock()
+        provisioning: list[tuple[float, float]] = []
+        """When provisioning began (monotonic, wall clock): set once the machine is up."""
+
+        def came_up() -> None:
+            provisioning.append((time.monotonic(), self.clock()))
+            self._record_step(StepResult(Phase.UP, machine, "up", Status.PASSED,
+                                         duration=provisioning[0][0] - started), wall)
+            self._set_state(machine, "up")
+            self._note_box(machine)
+            self._ssh_configs[machine] = self._ssh_pool.submit(
+                self._vagrant.ssh_config, [machine], timeout=SSH_OPEN_TIMEOUT)
+
+        logs = self.log_dir / machine
+        try:
+            self._vagrant.up(
+                machine, timeout=self.config.timeouts.up, log=logs / "up.log",
+                on_line=lambda text: self.display.line(machine, text),
+                provision=Provisioning(self.config.timeouts.provision, logs / "provision.log",
+                                       came_up))
+        except VagrantError as exc:
+            if self.cancellation.cancelled:
+                return  # killed on purpose: not a failure of the environment
+            phase, since, at = (Phase.PROVISION, *provisioning[0]) if provisioning else \
+                (Phase.UP, started, wall)
+            self._record_step(StepResult(phase, machine, phase.value, Status.ERROR,
+                                         duration=time.monotonic() - since, message=str(exc),
+                                         output=exc.output[-20_000:]), at)
+            return
+        if not provisioning:
+            came_up()  # a Vagrantfile without provisioners
+        since, at = provisioning[0]
+        self._record_step(StepResult(Phase.PROVISION, machine, "provision", Status.PASSED,
+                                     duration=time.monotonic() - since), at)
+        self._set_state(machine, "provisioned")
 
     def connect(self) -> None:
         """One multiplexed SSH connection per machine that came up."""
@@ -372,7 +353,7 @@ class Lifecycle:
         if not ready:
             return
         try:
-            text = self._vagrant.ssh_config(ready, timeout=SSH_OPEN_TIMEOUT)
+            text = self._asked_ssh_config(ready)
         except VagrantError as exc:
             self.result.add(StepResult(Phase.CHECK, ENVIRONMENT, "ssh-config", Status.ERROR,
                                        message=str(exc), output=exc.output[-4000:]))
@@ -392,22 +373,46 @@ class Lifecycle:
         with ThreadPoolExecutor(max_workers=len(ready)) as pool:
             list(pool.map(open_one, ready))
 
+    def _asked_ssh_config(self, machines: list[str]) -> str:
+        """What `vagrant ssh-config` said of each machine while it provisioned; asked again,
+        once for all, if any of those answers failed."""
+        try:
+            return "".join(self._ssh_configs[m].result(timeout=SSH_OPEN_TIMEOUT)
+                           for m in machines)
+        except (KeyError, VagrantError, TimeoutError):
+            return self._vagrant.ssh_config(machines, timeout=SSH_OPEN_TIMEOUT)
+        finally:
+            self._ssh_pool.shutdown(wait=False, cancel_futures=True)
+
     def check(self) -> None:
         if not self.config.checks or self._failed_before_checks():
             self._skip_checks()
             return
-        self.display.phase(f"check: {len(checks.plan(self.config))} checks")
-        self._record("checking")
+        self.display.phase(f"check: {plural(len(checks.plan(self.config)), 'check')}")
+        self._record(LedgerPhase.CHECKING)
         addresses = self._shells.addresses if self._shells else {}
         with self.timeline.span("check"):
             for step in checks.run_checks(
                 self.config, self._open, addresses,
                 deadline=time.monotonic() + self.config.timeouts.check,
-                on_result=self.display.step,
+                on_step=self.display.step, cancelled=self.cancellation.event,
             ):
                 self.result.add(step)
         if self.cancellation.cancelled:
             raise Interrupted(self.cancellation.signame)
+
+    def inventory(self) -> None:
+        """Boxes, packages and Vagrant's versions, for "what changed" when a later run fails
+        (checks/packages.py): bounded in time, and never a failure of the run."""
+        self.result.inventory = packages.take(
+            self._open, self.config.environment.machines, self._vagrant.box,
+            vagrant_version=self.result.vagrant_version, plugins=self._plugin_list,
+            timeout=self.config.timeouts.inventory)
+        try:
+            history.open_history(self.config.history_path).record_inventory(
+                self.ledger.run_id, self.result.inventory)
+        except Exception as exc:  # history never decides a run: warn, and go on
+            self.display.warn(f"run history not written: {exc}")
 
     def harvest(self) -> None:
         self._mask_signals()
@@ -422,28 +427,39 @@ class Lifecycle:
                                         timeout=self.config.timeouts.harvest)
         except Exception as exc:  # harvest must never block destroy
             steps = [StepResult(Phase.HARVEST, ENVIRONMENT, "harvest", Status.ERROR,
-                                message=f"{type(exc).__name__}: {exc}")]
+                                message=self._bug(exc))]
         for step in steps:
             self.display.step(step)
             self.result.add(step)
         self._close_shells()
 
-    def teardown(self) -> None:
-        self._close_shells()
-        if self._holding():
-            self._hold()
+    def conclude(self, fate: Fate) -> None:
+        """Carry out what `decide` said. Logs come off the machines first, whatever the
+        fate, except for an environment that stays up (its machines are still there to ask)."""
+        if fate is Fate.STAY_UP:
+            self._close_shells()
+            self.result.kept = True
+            self._record(LedgerPhase.UP)
+            self._keep_ssh_config()
             return
-        if self._keep():
+        self.harvest()
+        self._close_shells()
+        if fate is Fate.HOLD:
+            self._hold()
+        elif fate is Fate.KEEP:
             self.result.kept = True
             self.display.warn(
                 f"KEEPING the environment (--destroy {self.policy.value}): machines of run "
                 f"{self.ledger.run_id} are still running and cost money until "
                 f"`cdd destroy` removes them"
             )
-            self._record("kept")
-            return
+            self._record(LedgerPhase.KEPT)
+        else:
+            self.destroy()
+
+    def destroy(self) -> None:
         self.display.phase("destroy")
-        self._record("destroying")
+        self._record(LedgerPhase.DESTROYING)
         try:
             with self.timeline.span("destroy"):
                 steps = destroy_run(
@@ -453,23 +469,23 @@ class Lifecycle:
                 )
         except Exception as exc:  # even then, report rather than crash
             steps = [StepResult(Phase.DESTROY, ENVIRONMENT, "destroy", Status.ERROR,
-                                message=f"{type(exc).__name__}: {exc}")]
+                                message=self._bug(exc))]
         self.result.steps.extend(steps)
         if all(s.ok for s in steps):
             self._released_at = self.clock()
             self.store.forget(self.ledger.run_id)
         else:
-            self._record("destroy-failed")
+            self._record(LedgerPhase.DESTROY_FAILED)
 
     def report(self) -> None:
         self._mask_signals()
         self.result.finished_at = time.time()
-        self.result.properties.setdefault("commit", _commit(self.config.root))
+        self.result.commit = self.result.commit or git.head(self.config.root)
         for reporter in self.reporters:
             try:
                 reporter(self.result)
             except Exception as exc:  # issues and summaries inform; they never decide the run
-                self.display.warn(f"reporting failed: {type(exc).__name__}: {exc}")
+                self.display.warn(f"reporting failed: {self._bug(exc)}")
         try:
             junit.write(self.result, self.config.report_dir / "junit.xml")
         except OSError as exc:
@@ -477,25 +493,10 @@ class Lifecycle:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _step(self, phase: Phase, machine: str, name: str, action: Callable[[], None]) -> bool:
-        if self.cancellation.cancelled:
-            return False
-        started = time.monotonic()
-        wall = self.clock()
-        try:
-            action()
-            step = StepResult(phase, machine, name, Status.PASSED,
-                              duration=time.monotonic() - started)
-        except VagrantError as exc:
-            if self.cancellation.cancelled:
-                return False  # killed on purpose: not a failure of the environment
-            step = StepResult(phase, machine, name, Status.ERROR,
-                              duration=time.monotonic() - started, message=str(exc),
-                              output=exc.output[-20_000:])
+    def _record_step(self, step: StepResult, wall: float) -> None:
         self.result.add(step)
-        self.timeline.add(phase.value, machine, wall, step.status.value)
+        self.timeline.add(step.phase.value, step.machine, wall, step.status.value)
         self.display.step(step)
-        return step.ok
 
     def _failed_before_checks(self) -> bool:
         return any(not s.ok for s in self.result.steps
@@ -507,29 +508,17 @@ class Lifecycle:
                 self.result.add(StepResult(Phase.CHECK, job.target, job.check.name,
                                            Status.SKIPPED, message="environment did not come up"))
 
-    def _keep(self) -> bool:
-        if self.result.interrupted_by:
-            return self.policy is DestroyPolicy.NEVER
-        if self.policy is DestroyPolicy.NEVER:
-            return True
-        return self.policy is DestroyPolicy.PASSING and not self.result.passed
-
-    def _holding(self) -> bool:
-        """--hold-on-failure: a failed run (not an interrupted one) is kept, for a while."""
-        return (self.hold_on_failure > 0 and not self.result.passed
-                and not self.result.interrupted_by and self.policy is not DestroyPolicy.NEVER)
-
     def _hold(self) -> None:
         self.ledger.hold_until = self.clock() + self.hold_on_failure
         self.result.kept = True
-        self.result.properties["hold_until"] = format_time(self.ledger.hold_until)
+        self.result.hold_until = self.ledger.hold_until
         self.display.warn(
             f"HOLDING the failed environment of run {self.ledger.run_id} for debugging until "
             f"{format_time(self.ledger.hold_until)} ({format_duration(self.hold_on_failure)}): its "
             f"machines keep running until then. `cdd destroy --run-id {self.ledger.run_id}` "
             f"frees them sooner; after that, `cdd reap` destroys them"
         )
-        self._record("held")
+        self._record(LedgerPhase.HELD)
 
     def _begin_history(self) -> None:
         env = self.config.environment
@@ -543,7 +532,7 @@ class Lifecycle:
             self.display.warn(f"run not in the host index ({self.store.index_error}): "
                               "`cdd reap` finds its machines by name only")
         try:
-            self._history_event = history.History(self.config.history_path).begin(start)
+            self._history_event = history.open_history(self.config.history_path).begin(start)
         except Exception as exc:  # history never decides a run: warn, and go on
             self.display.warn(f"run history not written: {exc}")
 
@@ -551,22 +540,51 @@ class Lifecycle:
         if not self._history_event:
             return
         try:
-            history.History(self.config.history_path).finish(
+            history.open_history(self.config.history_path).finish(
                 self._history_event, finished_at=self.result.finished_at or self.clock(),
                 outcome=history.outcome_of(self.result), spans=self.timeline.spans,
                 released_at=self._released_at, released_by=self.ledger.command,
                 hold_until=self.ledger.hold_until or None,
-                commit=self.result.properties.get("commit", ""))
+                commit=self.result.commit)
         except Exception as exc:  # the verdict is already decided; only the record is lost
             self.display.warn(f"run history not written: {exc}")
+
+    def _bug(self, exc: Exception) -> str:
+        """A caught bug: one line for the report, the traceback kept in the debug log."""
+        scrub = Scrubber.from_env(os.environ, self.ledger.vagrant_env)
+        line = scrub(f"{type(exc).__name__}: {exc}")
+        path = self.log_dir / DEBUG_LOG
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as log:
+                log.write(f"--- run {self.ledger.run_id} at {format_time(self.clock())}\n")
+                log.write(scrub("".join(traceback.format_exception(exc))))
+        except OSError:
+            return line
+        return f"{line} (traceback in {path})"
 
     def _mask_signals(self) -> None:
         """From here on a signal only marks the run interrupted; teardown must finish."""
         self.cancellation.shield()
         if self.cancellation.cancelled and not self.result.interrupted_by:
             self.result.interrupted_by = self.cancellation.signame
+        if self.result.interrupted_by and not self._cancel_told:
+            self._cancel_told = True
+            self._tell_cancelled()
+
+    def _tell_cancelled(self) -> None:
+        """GitHub's runner SIGKILLs a cancelled step ten seconds after its SIGINT, maybe in
+        the middle of destroy: the log and the report say "cancelled" before it starts (the
+        job's always() step finishes the destroy from the ledger)."""
+        self.display.warn(f"cancelled by {self.result.interrupted_by}: destroying the "
+                          f"environment of run {self.ledger.run_id} now")
+        try:
+            junit.write(self.result, self.config.report_dir / "junit.xml")
+        except OSError:
+            pass  # the final report tries again, and says why if it cannot
 
     def _close_shells(self) -> None:
+        self._ssh_pool.shutdown(wait=False, cancel_futures=True)
         if self._shells is not None:
             self._shells.close()
             self._shells = None
@@ -577,18 +595,24 @@ class Lifecycle:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         (self.config.report_dir / "junit.xml").unlink(missing_ok=True)
 
-    def _versions(self) -> dict[str, str]:
+    def _version(self) -> str:
         try:
-            return self._vagrant.versions(timeout=30)
+            return self._vagrant.version(timeout=30)
         except VagrantError:
-            return {}
+            return ""
+
+    def _plugins(self) -> list[Package]:
+        try:
+            return self._vagrant.plugins(timeout=self.config.timeouts.inventory)
+        except VagrantError:
+            return []
 
     def _keep_ssh_config(self) -> None:
         if self._ssh_config and all(self.ledger.machine_states.get(m) == "provisioned"
                                     for m in self.ledger.machines):
             self.store.keep_ssh_config(self.ledger.run_id, self._ssh_config)
 
-    def _record(self, phase: str) -> None:
+    def _record(self, phase: LedgerPhase) -> None:
         with self._ledger_lock:
             self.ledger.phase = phase
             self.store.write(self.ledger)
@@ -598,22 +622,10 @@ class Lifecycle:
         box = self._vagrant.box(machine)
         if box:
             with self._ledger_lock:
-                boxes = set(filter(None, self.result.properties.get("box", "").split(", ")))
-                self.result.properties["box"] = ", ".join(sorted(boxes | {box}))
+                boxes = set(filter(None, self.result.box.split(", ")))
+                self.result.box = ", ".join(sorted(boxes | {box}))
 
     def _set_state(self, machine: str, state: str) -> None:
         with self._ledger_lock:
             self.ledger.machine_states[machine] = state
             self.store.write(self.ledger)
-
-
-def _commit(root: Path) -> str:
-    sha = os.environ.get("GITHUB_SHA", "")
-    if sha:
-        return sha
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""

@@ -49,6 +49,48 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED_SIGTERM = 143
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """The words for one exit code, wherever a run's end is told."""
+
+    name: str
+    """The job's `outcome` output and the run history's outcome column."""
+    headline: str
+    """The job summary's verdict."""
+    meaning: str
+    """What it means for whoever reads the summary."""
+    said: str
+    """The last line `cdd run` prints."""
+
+
+OUTCOMES: dict[ExitCode, Outcome] = {
+    ExitCode.OK: Outcome("passed", "passed", "built from scratch, every check passed, destroyed",
+                         "passed"),
+    ExitCode.CHECKS_FAILED: Outcome(
+        "checks-failed", "checks failed",
+        "the environment came up but the product failed a check", "checks failed"),
+    ExitCode.USAGE: Outcome("usage-error", "bad configuration", "bad configuration or usage",
+                            "bad configuration or usage"),
+    ExitCode.INFRASTRUCTURE: Outcome(
+        "infrastructure-error", "infrastructure error",
+        "Vagrant, the provider, SSH or a timeout failed before the checks could decide",
+        "infrastructure failed"),
+    ExitCode.TEARDOWN: Outcome(
+        "teardown-failed", "teardown failed",
+        "machines may still be running; `cdd destroy` removes them",
+        "teardown failed: machines may be left, run `cdd destroy`"),
+    ExitCode.INTERRUPTED_SIGINT: Outcome(
+        "interrupted", "cancelled",
+        "cancelled by SIGINT (a cancelled job, a step's timeout, or ^C)",
+        "cancelled by SIGINT, after destroying"),
+    ExitCode.INTERRUPTED_SIGTERM: Outcome(
+        "interrupted", "cancelled",
+        "cancelled by SIGTERM (a cancelled or timed-out job, or `cdd destroy`)",
+        "cancelled by SIGTERM, after destroying"),
+}
+"""The one exit-code table: the summary, the history and the CLI all read it."""
+
+
 ENVIRONMENT = "environment"
 """Pseudo machine name for steps that concern the whole environment (destroy, verify)."""
 
@@ -82,6 +124,38 @@ class StepResult:
         return self.status in (Status.PASSED, Status.SKIPPED)
 
 
+@dataclass(frozen=True)
+class Package:
+    """An installed package (or a Vagrant plugin) and its version."""
+
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class MachineInventory:
+    """What one machine was built from and what ended up installed on it."""
+
+    machine: str
+    box: str = ""
+    box_version: str = ""
+    manager: str = ""
+    """`dpkg` or `rpm`; "" when the packages could not be listed."""
+    packages: tuple[Package, ...] = ()
+    problem: str = ""
+    """Why the packages are not known (no shell, a timeout, no package manager), or ""."""
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A run's dependencies besides the repository: per machine, and the host's Vagrant."""
+
+    machines: tuple[MachineInventory, ...] = ()
+    vagrant: str = ""
+    plugins: tuple[Package, ...] = ()
+    commit: str = ""
+
+
 @dataclass
 class RunResult:
     """Everything a run produced; the report, the summary and the issues are drawn from it."""
@@ -93,9 +167,19 @@ class RunResult:
     started_at: float
     finished_at: float = 0.0
     steps: list[StepResult] = field(default_factory=list)
+    commit: str = ""
+    """The commit the environment was built from ("" outside a repository)."""
+    box: str = ""
+    """`name version` of each box the machines were made from, as Vagrant recorded it."""
+    vagrant_version: str = ""
+    hold_until: float = 0.0
+    """When a held environment (--hold-on-failure) is due to be reaped; 0: not held."""
     properties: dict[str, str] = field(default_factory=dict)
+    """Any other properties of a report read back from JUnit (written by another version)."""
     interrupted_by: str = ""
     kept: bool = False
+    inventory: Inventory | None = None
+    """Recorded after provisioning and checks; None before, or when nothing came up."""
 
     def add(self, step: StepResult) -> StepResult:
         self.steps.append(step)

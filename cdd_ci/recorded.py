@@ -9,45 +9,60 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from cdd_ci import checks, harvest
+from cdd_ci.backend import Backend
+from cdd_ci.checks import harvest
+from cdd_ci.checks import smoke as checks
 from cdd_ci.config import Config
-from cdd_ci.ledger import Ledger, LedgerStore
-from cdd_ci.lifecycle import SSH_OPEN_TIMEOUT, Backend, Display, Shells
+from cdd_ci.host import owner
+from cdd_ci.host.ledger import Ledger, LedgerStore
+from cdd_ci.host.release import release_run
+from cdd_ci.infra.ssh import Shell, Shells, SshError
+from cdd_ci.infra.vagrant import VagrantError
+from cdd_ci.lifecycle import SSH_OPEN_TIMEOUT
 from cdd_ci.models import ENVIRONMENT, Phase, RunResult, Status, StepResult
-from cdd_ci.release import release_run
-from cdd_ci.ssh import Shell, SshError
-from cdd_ci.vagrant import VagrantError
+from cdd_ci.report.progress import Display
+from cdd_ci.words import plural
+
+OWNER_GRACE = 60.0
+"""How long `cdd destroy` gives a live run's own cdd to tear down once asked to stop.
+
+A cancelled GitHub job ends about 5 minutes after the cancel, whatever is still running:
+this, plus the destroy that follows (`[timeouts] destroy`, 120 s by default), fits in it."""
 
 
 def destroy_recorded(
-    config: Config, backend: Backend, display: Display, run_id: str | None = None
+    config: Config, backend: Backend, display: Display, run_id: str | None = None,
+    *, owner_grace: float = OWNER_GRACE,
 ) -> list[StepResult]:
     """`cdd destroy`: tear down every recorded run of this project from its ledger alone.
 
-    A run whose process is still alive is left alone and reported as a teardown error:
-    destroying machines under a live run is how ledgers and reality drift apart.
+    A run whose cdd is still alive did not get its job's cancel (a shell that did not pass
+    the signal on) or is stuck: that cdd is asked to stop (SIGTERM, so it destroys what it
+    built itself), given `owner_grace` seconds, then stopped outright, and the run is
+    destroyed from its ledger. Only the process the ledger names is ever signalled.
     """
     store = LedgerStore(config.state_dir)
     ledgers = [led for led in store.all() if run_id is None or led.run_id == run_id]
     steps: list[StepResult] = []
     for ledger in ledgers:
         display.phase(f"destroying run {ledger.run_id} ({', '.join(ledger.machines)})")
+        if store.is_live(ledger.run_id):
+            owner.stop(store, ledger.run_id, owner_grace, display.warn)
+            if not store.run_dir(ledger.run_id).is_dir():
+                display.phase(f"run {ledger.run_id}: its cdd destroyed it and verified it gone")
+                continue
         released = release_run(store, ledger.run_id, lambda led: backend.environment(led, None),
                                backend.provider, command="destroy",
                                timeout=config.timeouts.destroy, on_step=display.step)
         if released.busy:
             steps.append(StepResult(Phase.DESTROY, ENVIRONMENT, "destroy", Status.ERROR,
                                     message=f"run {ledger.run_id} is live (another cdd holds "
-                                            "it): not destroyed"))
+                                            "it and did not let go): not destroyed"))
             display.step(steps[-1])
         steps.extend(released.steps)
         if released.history_problem:
             display.warn(released.history_problem)
     return steps
-
-
-KEPT_PHASES = ("up", "kept", "held")
-"""Ledger phases of an environment that stays up after its command ended."""
 
 
 def down_recorded(
@@ -62,7 +77,7 @@ def down_recorded(
     """
     store = LedgerStore(config.state_dir)
     kept = [led for led in store.all()
-            if led.phase in KEPT_PHASES and run_id in (None, led.run_id)]
+            if led.phase.kept_by_design and run_id in (None, led.run_id)]
     if not kept:
         raise LookupError("no environment is up here (`cdd status` lists this host's)")
     ledger = kept[-1]
@@ -142,7 +157,7 @@ def _open_all(pool: Shells, machines: Sequence[str]) -> _Link:
 def check_recorded(config: Config, backend: Backend, display: Display) -> RunResult:
     """`cdd check`: the smoke checks against the run that is up now (kept by `cdd up`)."""
     store = LedgerStore(config.state_dir)
-    kept = [led for led in store.all() if led.phase in KEPT_PHASES]
+    kept = [led for led in store.all() if led.phase.kept_by_design]
     if not kept:
         raise LookupError("no environment is up: start one with `cdd up`")
     ledger = kept[-1]
@@ -169,10 +184,11 @@ def check_recorded(config: Config, backend: Backend, display: Display) -> RunRes
     try:
         for machine, message in link.errors.items():
             result.add(StepResult(Phase.CHECK, machine, "ssh", Status.ERROR, message=message))
-        display.phase(f"check: {len(checks.plan(config))} checks on run {ledger.run_id}")
+        display.phase(f"check: {plural(len(checks.plan(config)), 'check')} on run "
+                      f"{ledger.run_id}")
         result.steps.extend(checks.run_checks(
             config, opened, pool.addresses,
-            deadline=time.monotonic() + config.timeouts.check, on_result=display.step))
+            deadline=time.monotonic() + config.timeouts.check, on_step=display.step))
     finally:
         pool.close()
     result.finished_at = time.time()

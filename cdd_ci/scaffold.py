@@ -4,7 +4,12 @@ The files are rendered from templates under `cdd_ci/templates/init/`. Nothing is
 unless every file can be: an existing file is only replaced with `force`, so a second
 `cdd init` never half-overwrites a project. A starting Vagrantfile is added only where the
 environment's directory has none, and never replaced, even with `force`: it is where the
-user's real work lives, and `cdd validate` wants one to be there.
+user's real work lives, and `cdd validate` wants one to be there. The same holds for the
+actionlint and Dependabot configs, which a project may already have for its other workflows.
+
+The workflows build a matrix of the project's environments (`cdd environments`), each on a
+runner with the given labels plus its provider's name; the actionlint config names those
+labels, so the workflows pass actionlint as written.
 """
 
 from __future__ import annotations
@@ -18,9 +23,30 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 
 from cdd_ci.config import NAME_RE, ConfigError, Timeouts
+from cdd_ci.environments import DEFAULT_RUNNER_LABELS as DEFAULT_BASE_LABELS
+from cdd_ci.infra.providers import PROVIDERS
 from cdd_ci.templating import render
 
-DEFAULT_RUNNER_LABELS = ("self-hosted", "linux", "vagrant")
+DEFAULT_RUNNER_LABELS = DEFAULT_BASE_LABELS
+
+# What `cdd init` closes with. A `pull_request` workflow runs the pull request's own copy of
+# the workflow file, so the fork guard in it stops only forks that leave it alone: what keeps
+# a stranger's Vagrantfile off a self-hosted runner has to be set on GitHub, not in the file.
+FORK_SAFETY = (
+    "forks: the pull-request workflow's fork guard is in the file a fork can edit, so it"
+    " protects nothing on its own; keep a stranger's code off your runners on GitHub itself:",
+    "  - a private repository (fork pull requests run no workflow unless Settings > Actions"
+    " allows it), or",
+    '  - in a public one, Settings > Actions > General: "Require approval for all outside'
+    ' collaborators", and read the change to .github/ before approving, and',
+    "  - the runners in a runner group limited to this repository, with public repositories"
+    " not allowed",
+)
+GITHUB_LABELS = frozenset({"self-hosted", "linux", "macos", "windows", "x64", "arm", "arm64"})
+"""Labels actionlint knows without being told: GitHub gives them to every self-hosted runner."""
+CHECKOUT = "actions/checkout@fbc6f3992d24b796d5a048ff273f7fcc4a7b6c09 # v5.1.0"
+UPLOAD_ARTIFACT = "actions/upload-artifact@b7c566a772e6b6bfb58ed0dc250532a479d7789f # v6.0.0"
+"""Actions pinned by commit, as this project's own workflows pin them (a tag can be moved)."""
 DEFAULT_SCHEDULE = "0 5 * * 1-5"
 """05:00 UTC on weekdays: done before people start, and nobody reads a report on Sunday."""
 DEFAULT_PROVIDER = "lxc"
@@ -30,14 +56,21 @@ DEFAULT_MACHINES = ("default",)
 CONFIG = Path("cdd.toml")
 DAILY = Path(".github/workflows/daily-environment.yml")
 PULL_REQUEST = Path(".github/workflows/pr-environment.yml")
+ACTIONLINT = Path(".github/actionlint.yaml")
+DEPENDABOT = Path(".github/dependabot.yml")
 TEMPLATES = {
     CONFIG: "init/cdd.toml.j2",
     DAILY: "init/daily-environment.yml.j2",
     PULL_REQUEST: "init/pr-environment.yml.j2",
+    ACTIONLINT: "init/actionlint.yaml.j2",
+    DEPENDABOT: "init/dependabot.yml.j2",
 }
+KEPT = (ACTIONLINT, DEPENDABOT)
+"""Written only where missing, like the Vagrantfile: the project's own, if it has them."""
 VAGRANTFILE_TEMPLATE = "init/Vagrantfile.j2"
 
-DESTROY_STEP_MINUTES = 15
+DESTROY_STEP_MINUTES = 4
+"""A cancelled job ends about 5 minutes after the cancel: the destroy step fits in that."""
 MARGIN_MINUTES = 10
 """Headroom in the run step for cdd's own work between phases, and in the job for setup."""
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -86,8 +119,9 @@ def validate(options: InitOptions) -> None:
     """Raise ConfigError (one line, exit code 2) for the first bad option."""
     if not re.match(NAME_RE, options.name):
         raise ConfigError(f"--name: {options.name!r} is not a valid name (letters, digits, - _)")
-    if not re.match(NAME_RE, options.provider):
-        raise ConfigError(f"--provider: {options.provider!r} is not a valid provider name")
+    if options.provider not in PROVIDERS:
+        raise ConfigError(f"--provider: {options.provider!r} is not a provider cdd knows "
+                          f"({', '.join(sorted(PROVIDERS))})")
     if not options.machines:
         raise ConfigError("--machines: name at least one machine")
     for machine in options.machines:
@@ -132,6 +166,9 @@ def render_files(options: InitOptions, install_spec: str | None = None) -> dict[
         "job_minutes": run_minutes + DESTROY_STEP_MINUTES + MARGIN_MINUTES,
         "install_spec": install_spec or _install_spec(),
         "report_dir": "reports/",
+        "custom_labels": custom_labels(options.runner_labels),
+        "checkout": CHECKOUT,
+        "upload_artifact": UPLOAD_ARTIFACT,
     }
     files = {path: render(template, **context) for path, template in TEMPLATES.items()}
     files[vagrantfile(options)] = render(VAGRANTFILE_TEMPLATE, **context)
@@ -141,14 +178,16 @@ def render_files(options: InitOptions, install_spec: str | None = None) -> dict[
 def scaffold(
     project: Path, options: InitOptions, *, force: bool = False, install_spec: str | None = None
 ) -> list[Path]:
-    """Write cdd.toml, the two workflows and, if missing, a Vagrantfile into `project`.
+    """Write cdd.toml, the two workflows and, if missing, a Vagrantfile and the actionlint
+    and Dependabot configs into `project`.
 
     Returns the paths written. Without `force`, an existing file is an error naming it, and
     nothing is written.
     """
     files = render_files(options, install_spec)
-    if (project / vagrantfile(options)).exists():
-        del files[vagrantfile(options)]
+    for kept in (vagrantfile(options), *KEPT):
+        if (project / kept).exists():
+            del files[kept]
     if not force:
         for relative in files:
             if (project / relative).exists():
@@ -161,6 +200,12 @@ def scaffold(
         _write_atomically(path, text)
         written.append(path)
     return written
+
+
+def custom_labels(runner_labels: tuple[str, ...]) -> list[str]:
+    """The labels actionlint must be told of: the runners' own and every provider's name."""
+    own = [label for label in runner_labels if label not in GITHUB_LABELS]
+    return own + [name for name in sorted(PROVIDERS) if name not in own]
 
 
 def _write_atomically(path: Path, text: str) -> None:

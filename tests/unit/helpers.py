@@ -6,17 +6,17 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdd_ci import procs
+from cdd_ci.backend import Backend
 from cdd_ci.config import Config, load_config
-from cdd_ci.fakes import FakeEnvironment, FakeHost, FakeShell, FakeShells
-from cdd_ci.ledger import Ledger
-from cdd_ci.lifecycle import Backend
+from cdd_ci.host.ledger import Ledger
+from cdd_ci.infra import procs
+from tests.fakes.infra import FakeEnvironment, FakeHost, FakeShell, FakeShells
 
 CONFIG = """
 [environment]
 name = "demo"
 directory = "env"
-provider = "fake"
+provider = "lxc"
 machines = ["broker", "database"]
 
 [timeouts]

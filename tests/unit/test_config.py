@@ -35,15 +35,57 @@ ENV = '[environment]\nname = "x"\ndirectory = "v"\nmachines = ["a", "b"]\n'
     (ENV + "[timeouts]\nup = -1\n", "cdd.toml: timeouts.up: Input should be greater than 0"),
     (ENV + "[[harvest]]\nfiles = '/var/log/x'\n",
      "cdd.toml: harvest[0].files: Input should be a valid list"),
+    (ENV.replace('"b"]', '"a"]'),
+     "cdd.toml: environment.machines: Value error, duplicate machine name 'a'"),
+    (ENV + '[[checks]]\nname = "p"\ntype = "command"\ncommand = "x"\non = []\n',
+     "cdd.toml: checks[0].on: empty, so it would run nowhere"),
+    (ENV + '[[checks]]\nname = "h"\ntype = "http"\nurl = "http://[broker:15672/"\n',
+     "cdd.toml: checks[0].url: Value error, not a valid URL: Invalid IPv6 URL"),
+    (ENV + '[[checks]]\nname = "h"\ntype = "http"\nurl = "http://broker:99999/"\n',
+     "cdd.toml: checks[0].url: Value error, not a valid URL: Port out of range"),
+    (ENV + '[[checks]]\nname = "h"\ntype = "http"\nurl = "http://broker/a b"\n',
+     "cdd.toml: checks[0].url: Value error, a URL has no spaces"),
+    (ENV + '[[checks]]\nname = "h"\ntype = "http"\nurl = "http://"\n',
+     "cdd.toml: checks[0].url: Value error, no host in the URL"),
+    (ENV + 'env = { "A=B" = "1" }\n',
+     "cdd.toml: environment.env: Value error, variable name 'A=B' is empty or contains '='"),
+    (ENV + 'env = { A = "x\\u0000y" }\n', "cdd.toml: environment.env.A: contains a NUL"),
+    (ENV + "[timeouts]\nup = 1e12\n",
+     "cdd.toml: timeouts.up: Input should be less than or equal to 604800"),
+    (ENV + "[timeouts]\ncheck = inf\n",
+     "cdd.toml: timeouts.check: Input should be a finite number (got inf)"),
+    (ENV + '[report]\ndirectory = "/"\n',
+     "cdd.toml: report.directory: / would have its logs/ emptied at each run"),
+    (ENV + '[[checks]]\nname = "p"\ntype = "command"\ncommand = "x"\n'
+     '[[checks]]\nname = "p"\ntype = "command"\ncommand = "y"\n',
+     "cdd.toml: checks: duplicate check name 'p'"),
+    ("\ufeff" + ENV, "cdd.toml: starts with a UTF-8 byte-order mark (BOM)"),
 ])
 def test_errors_name_file_key_and_value(tmp_path: Path, text: str, expected: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    Path("cdd.toml").write_text(text)
+    Path("cdd.toml").write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as err:
         load_config(Path("cdd.toml"))
     assert str(err.value).startswith(expected)
     assert "\n" not in str(err.value)
+    assert len(str(err.value)) < 300
+
+
+def test_a_huge_value_is_shortened_in_the_error(tmp_path: Path) -> None:
+    (tmp_path / "cdd.toml").write_text(ENV.replace('"x"', '"' + "y" * 1_000_000 + '!"'))
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "cdd.toml")
+    assert "environment.name: String should" in str(err.value)
+    assert len(str(err.value)) < 300
+
+
+def test_a_secret_in_env_is_never_echoed(tmp_path: Path) -> None:
+    (tmp_path / "cdd.toml").write_text(ENV + 'env = { TOKEN = ["hunter2-secret"] }\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "cdd.toml")
+    assert "environment.env.TOKEN" in str(err.value)
+    assert "hunter2" not in str(err.value)
 
 
 def test_defaults(tmp_path: Path) -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from cdd_ci.config import DestroyPolicy
-from cdd_ci.ledger import LedgerStore
-from cdd_ci.lifecycle import Lifecycle
-from cdd_ci.models import ExitCode, Phase, Status
-from cdd_ci.progress import QuietDisplay
+from cdd_ci.host.ledger import LedgerStore
+from cdd_ci.infra.signals import Cancellation, interruptible
+from cdd_ci.lifecycle import Fate, Lifecycle, decide
+from cdd_ci.models import ExitCode, Phase, RunResult, Status, StepResult
 from cdd_ci.recorded import destroy_recorded
-from cdd_ci.signals import Cancellation, interruptible
+from cdd_ci.report.progress import QuietDisplay
 
 from .helpers import World, make_project
 
@@ -36,8 +36,8 @@ def test_passing_run_goes_through_every_phase_in_order_and_leaves_nothing(tmp_pa
     assert world.host.machines == {}
     assert (tmp_path / "reports" / "junit.xml").is_file()
     assert LedgerStore(tmp_path / ".cdd").all() == []  # forgotten once verified gone
-    assert result.properties["box"] == "fake/box 1.0"
-    assert result.properties["vagrant_version"] == "0.0-fake"
+    assert result.box == "fake/box 1.0"
+    assert result.vagrant_version == "0.0-fake"
 
 
 def test_failing_check_exits_1_and_still_destroys(tmp_path: Path) -> None:
@@ -79,6 +79,47 @@ def test_any_exception_still_destroys(tmp_path: Path, exc: BaseException) -> Non
         result = lifecycle.run()
         assert result.exit_code() is ExitCode.INFRASTRUCTURE
     assert world.host.machines == {}
+
+
+def test_a_caught_bug_keeps_its_traceback_in_the_debug_log(tmp_path: Path) -> None:
+    world = World(raise_in_up=RuntimeError("bug in up"))
+    _, result = run(tmp_path, world)
+    debug = tmp_path / "reports" / "logs" / "debug.log"
+    [internal] = [s for s in result.steps if s.phase is Phase.INTERNAL]
+    assert internal.message == f"RuntimeError: bug in up (traceback in {debug})"
+    assert "Traceback (most recent call last)" in debug.read_text()
+    assert world.host.machines == {}
+
+
+ALWAYS, PASSING, NEVER = DestroyPolicy.ALWAYS, DestroyPolicy.PASSING, DestroyPolicy.NEVER
+
+
+@pytest.mark.parametrize(("passed", "signal_", "policy", "stays_up", "hold", "fate"), [
+    (True, "", ALWAYS, False, 0, Fate.DESTROY),
+    (False, "", ALWAYS, False, 0, Fate.DESTROY),
+    (False, "", ALWAYS, False, 600, Fate.HOLD),
+    (True, "", ALWAYS, False, 600, Fate.DESTROY),
+    (False, "", PASSING, False, 0, Fate.KEEP),
+    (False, "", PASSING, False, 600, Fate.HOLD),
+    (True, "", PASSING, False, 0, Fate.DESTROY),
+    (True, "", NEVER, False, 0, Fate.KEEP),
+    (False, "", NEVER, False, 600, Fate.KEEP),
+    (False, "SIGINT", ALWAYS, False, 600, Fate.DESTROY),  # a cancel is never held
+    (False, "SIGTERM", PASSING, False, 0, Fate.DESTROY),
+    (False, "SIGTERM", NEVER, False, 0, Fate.KEEP),
+    (True, "", ALWAYS, True, 0, Fate.STAY_UP),
+    (False, "", ALWAYS, True, 0, Fate.DESTROY),  # a broken `cdd up` is no use to anyone
+    (False, "SIGINT", ALWAYS, True, 0, Fate.DESTROY),
+    (False, "", PASSING, True, 0, Fate.STAY_UP),
+])
+def test_one_rule_decides_what_happens_to_the_machines(
+        passed: bool, signal_: str, policy: DestroyPolicy, stays_up: bool, hold: float,
+        fate: Fate) -> None:
+    result = RunResult(run_id="r", environment="e", provider="lxc", machines=["m"],
+                       started_at=0.0, interrupted_by=signal_)
+    if not passed:
+        result.add(StepResult(Phase.UP, "m", "up", Status.ERROR, message="no"))
+    assert decide(result, policy, stays_up=stays_up, hold_for=hold) is fate
 
 
 def test_destroy_failure_that_the_sweep_repairs_is_not_a_teardown_failure(tmp_path: Path) -> None:
@@ -177,8 +218,8 @@ def _result(code: int, out: str):  # type: ignore[no-untyped-def]
 
 
 def test_reporters_run_after_teardown_and_never_decide_the_verdict(tmp_path: Path) -> None:
-    from cdd_ci import junit
     from cdd_ci.models import ENVIRONMENT, StepResult
+    from cdd_ci.report import junit
 
     world = World()
     seen: list[int] = []
@@ -203,7 +244,7 @@ def test_reporters_run_after_teardown_and_never_decide_the_verdict(tmp_path: Pat
 
 
 def test_runs_of_one_vagrant_directory_take_turns(tmp_path: Path) -> None:
-    from cdd_ci.ledger import claim_directory
+    from cdd_ci.host.ledger import claim_directory
 
     world = World()
     config = make_project(tmp_path)
@@ -244,3 +285,20 @@ def test_a_run_leaves_a_cdd_up_environment_until_the_reaper_would_take_it(
     if not cleared:
         assert any(morning.run_id in e and "left as it is" in e
                    for e in lifecycle.display.events)  # type: ignore[attr-defined]
+
+
+def test_destroy_never_verifies_blind_when_the_listing_fails(tmp_path: Path) -> None:
+    """A provider listing that fails is not "nothing left": exit 4, naming what failed."""
+    world = World()
+    config = make_project(tmp_path)
+    killed = Lifecycle(config, world.backend(), QuietDisplay(), Cancellation())
+    killed._record("created")
+    killed._vagrant.up("broker", timeout=1, log=tmp_path / "x.log", on_line=lambda _: None)
+    del killed
+    world.host.fail_listing = True
+    steps = destroy_recorded(config, World(host=world.host).backend(), QuietDisplay())
+    verified = next(s for s in steps if s.phase is Phase.VERIFY)
+    assert verified.status is Status.ERROR
+    assert "could not verify" in verified.message and "fake-ls" in verified.message
+    # nothing is forgotten that may still be there: the ledger stays for the next destroy
+    assert [led.run_id for led in LedgerStore(tmp_path / ".cdd").all()]

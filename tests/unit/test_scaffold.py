@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
@@ -18,6 +22,8 @@ WRITTEN = [
     Path("cdd.toml"),
     Path(".github/workflows/daily-environment.yml"),
     Path(".github/workflows/pr-environment.yml"),
+    Path(".github/actionlint.yaml"),
+    Path(".github/dependabot.yml"),
 ]
 
 
@@ -40,6 +46,29 @@ def yaml(path: Path) -> dict[str, object]:
     return loaded
 
 
+def git(project: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.com",
+         *args], capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout.strip()
+
+
+def plan(project: Path, workflow: Path, **env: str) -> dict[str, Any]:
+    """Run the workflow's plan step as written (the installed cdd for .venv/bin/cdd) in the
+    project, and return the step outputs it wrote: the matrix and the count."""
+    (step,) = [s for s in yaml(project / workflow)["jobs"]["plan"]["steps"]  # type: ignore[index]
+               if s.get("id") == "plan"]
+    outputs = project / "github-output"
+    outputs.write_text("", encoding="utf-8")
+    script = step["run"].replace(".venv/bin/cdd", f"{sys.executable} -m cdd_ci")
+    done = subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=project,
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, **env, "GITHUB_OUTPUT": str(outputs)})
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    return {"matrix": json.loads(lines["matrix"]), "count": int(lines["count"])}
+
+
 def test_init_with_defaults_writes_a_config_that_validates(tmp_path: Path) -> None:
     project = tmp_path / "shop"
     project.mkdir()
@@ -57,8 +86,12 @@ def test_init_with_defaults_writes_a_config_that_validates(tmp_path: Path) -> No
     assert [c.name for c in config.checks] == ["machines answer over ssh"]
     daily = yaml(project / WRITTEN[1])
     assert daily["on"]["schedule"] == [{"cron": "0 5 * * 1-5"}]  # type: ignore[index]
-    (job,) = daily["jobs"].values()  # type: ignore[attr-defined]
-    assert job["runs-on"] == ["self-hosted", "linux", "vagrant"]
+    job = daily["jobs"]["environment"]  # type: ignore[index]
+    assert job["runs-on"] == "${{ matrix.labels }}"
+    assert plan(project, WRITTEN[1]) == {"count": 1, "matrix": {"include": [{
+        "id": "shop", "name": "shop", "config": "cdd.toml", "directory": "vagrant/shop",
+        "reports": "reports",
+        "provider": "lxc", "labels": ["self-hosted", "linux", "vagrant", "lxc"]}]}}
 
 
 def test_what_init_writes_passes_cdd_validate(
@@ -89,13 +122,53 @@ def test_init_with_options_uses_them_everywhere(tmp_path: Path) -> None:
     assert config.environment.machines == ["front", "back", "db"]
     assert (tmp_path / "envs/web/Vagrantfile").is_file()
     assert '["front", "back", "db"]' in (tmp_path / "envs/web/Vagrantfile").read_text()
-    daily, pr = yaml(tmp_path / WRITTEN[1]), yaml(tmp_path / WRITTEN[2])
+    daily = yaml(tmp_path / WRITTEN[1])
     assert daily["on"]["schedule"] == [{"cron": "30 3 * * SUN-FRI"}]  # type: ignore[index]
-    assert daily["concurrency"]["group"] == "cdd-environment-web-shop"  # type: ignore[index]
-    for workflow in (daily, pr):
-        (job,) = workflow["jobs"].values()  # type: ignore[attr-defined]
-        assert job["runs-on"] == ["self-hosted", "linux", "big-host"]
-    assert "envs/web/**" in pr["on"]["pull_request"]["paths"]  # type: ignore[index]
+    (entry,) = plan(tmp_path, WRITTEN[1])["matrix"]["include"]
+    assert entry["name"] == "web-shop"
+    assert entry["directory"] == "envs/web"
+    assert entry["labels"] == ["self-hosted", "linux", "big-host", "libvirt"]
+    assert "big-host" in yaml(tmp_path / WRITTEN[3])["self-hosted-runner"]["labels"]  # type: ignore[index]
+    assert "labelled self-hosted, linux, big-host, libvirt (" in out
+    # a provider already among the labels is not asked for twice
+    code, out, _ = init(tmp_path / "again", "--runner-labels", "self-hosted,lxc")
+    assert "labelled self-hosted, lxc (" in out
+
+
+def test_init_ends_by_saying_what_keeps_fork_code_off_the_runners(tmp_path: Path) -> None:
+    """The workflow's fork guard is in a file the fork itself can edit: init says so, and
+    names the settings on GitHub that do keep a stranger's code off a self-hosted runner."""
+    code, out, _ = init(tmp_path)
+    assert code == 0, out
+    closing = out[out.index("forks:"):]
+    assert "fork guard is in the file a fork can edit" in closing
+    assert "private repository" in closing
+    assert '"Require approval for all outside collaborators"' in closing
+    assert "runner group limited to this repository" in closing
+    assert closing.rstrip().endswith("public repositories not allowed")
+
+
+def test_the_pr_workflow_builds_only_what_the_change_touches(tmp_path: Path) -> None:
+    """The scaffolded plan step as a pull request runs it: against the base commit."""
+    assert init(tmp_path, "--name", "web", "--directory", "envs/web")[0] == 0
+    (tmp_path / "README.md").write_text("# shop\n", encoding="utf-8")
+    git(tmp_path, "init", "-q", "-b", "main")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-q", "-m", "base")
+    base = git(tmp_path, "rev-parse", "HEAD")
+
+    def change(path: str) -> dict[str, Any]:
+        git(tmp_path, "checkout", "-q", "-B", f"pr-{len(path)}", base)
+        with (tmp_path / path).open("a", encoding="utf-8") as handle:
+            handle.write("# changed\n")
+        git(tmp_path, "commit", "-q", "-am", f"change {path}")
+        return plan(tmp_path, WRITTEN[2], BASE_SHA=base)
+
+    assert change("README.md") == {"count": 0, "matrix": {"include": []}}
+    assert change("envs/web/Vagrantfile")["count"] == 1
+    assert change("cdd.toml")["count"] == 1
+    # the workflow pins cdd: a new cdd is a change to every environment
+    assert change(str(WRITTEN[2]))["count"] == 1
 
 
 def test_second_init_refuses_and_changes_nothing(tmp_path: Path) -> None:
@@ -128,10 +201,15 @@ def test_force_overwrites_but_keeps_the_users_vagrantfile(tmp_path: Path) -> Non
     assert init(tmp_path, "--name", "web", "--machines", "a")[0] == 0
     vagrantfile = tmp_path / "vagrant/web/Vagrantfile"
     vagrantfile.write_text("# my real work\n", encoding="utf-8")
+    # the project's own linter and Dependabot configs serve its other workflows too
+    for kept in WRITTEN[3:]:
+        (tmp_path / kept).write_text("# ours\n", encoding="utf-8")
     code, out, _ = init(tmp_path, "--name", "web", "--machines", "a,b", "--force")
     assert code == 0
     assert load_config(tmp_path / "cdd.toml").environment.machines == ["a", "b"]
     assert vagrantfile.read_text(encoding="utf-8") == "# my real work\n"
+    for kept in WRITTEN[3:]:
+        assert (tmp_path / kept).read_text(encoding="utf-8") == "# ours\n"
     assert "Vagrantfile" not in "".join(line for line in out.splitlines() if "wrote" in line)
 
 
@@ -153,7 +231,9 @@ def test_an_existing_vagrantfile_is_used_not_refused(tmp_path: Path) -> None:
         (["--machines", "a,a"], "--machines: a machine is named twice"),
         (["--machines", "all"], "--machines: 'all' is not a valid machine name"),
         (["--machines", "a b"], "--machines: 'a b' is not a valid machine name"),
-        (["--provider", "virtual box"], "--provider: 'virtual box' is not a valid provider"),
+        (["--provider", "virtual box"], "--provider: 'virtual box' is not a provider cdd knows"),
+        (["--provider", "fake"], "--provider: 'fake' is not a provider cdd knows (docker, "
+                                 "libvirt, lxc, virtualbox)"),
         (["--runner-labels", " , "], "--runner-labels: give at least one label"),
         (["--runner-labels", "self-hosted,a:b"], "--runner-labels: 'a:b' is not a valid"),
         (["--directory", "/abs/path"], "--directory: '/abs/path' must be a relative path"),

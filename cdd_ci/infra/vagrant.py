@@ -1,0 +1,387 @@
+"""Vagrant, behind one small interface.
+
+python-vagrant supplies what it does soundly: finding the executable, building the command
+line and parsing `--machine-readable` status. Running the commands is done here instead,
+because python-vagrant has no timeouts and its `status()`/`ssh()` swallow failures: every
+call below has a deadline that kills Vagrant's whole process tree, and a failure raises.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+import vagrant as python_vagrant
+from cdd_ci.infra import procs
+from cdd_ci.models import CommandResult, Package
+from cdd_ci.report import cause
+
+LineSink = Callable[[str], None]
+
+PROVISIONING = "Running provisioner:"
+"""Vagrant's line as a machine's first provisioner starts: where, in the output of one
+`vagrant up`, bringing the machine up ends and provisioning it begins."""
+
+
+@dataclass(frozen=True)
+class Provisioning:
+    """For `up`: provision in the same Vagrant process (a separate `vagrant provision` is
+    one more Ruby start-up, 1.5 s or more, on each machine's critical path). Provisioning
+    keeps its own timeout and log, and `started` is called as it begins."""
+
+    timeout: float
+    log: Path
+    started: Callable[[], None]
+
+GONE_STATES = frozenset({"not_created", "not created"})
+LOCKED = "because it is locked"
+_PLUGIN = re.compile(r"^(\S+) \(([^,)]+)")
+LOCK_RETRIES = (1.0, 2.0, 4.0, 8.0)
+"""Vagrant takes a per-machine file lock for every action, and some providers (vagrant-lxc's
+ssh_info) take it again from inside a sibling machine's action: machines built by parallel
+processes then now and then see "machine is locked" for a moment. Waiting it out is safe
+because `up` and `provision` resume where they stopped."""
+
+
+class VagrantError(Exception):
+    """Vagrant itself failed (not the product): an infrastructure error."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
+@dataclass(frozen=True)
+class MachineStatus:
+    name: str
+    state: str
+    provider: str
+
+    @property
+    def exists(self) -> bool:
+        return self.state not in GONE_STATES
+
+
+class Environment(Protocol):
+    """What the lifecycle needs from a Vagrant environment."""
+
+    def up(self, machine: str, *, timeout: float, log: Path, on_line: LineSink,
+           provision: Provisioning | None = None) -> None:
+        """Create and boot the machine; with `provision`, provision it too. A failure
+        after provisioning began raises as `vagrant provision` would have."""
+
+    def ssh_config(self, machines: list[str], *, timeout: float) -> str: ...
+
+    def status(self, *, timeout: float) -> list[MachineStatus]: ...
+
+    def destroy(self, machine: str, *, timeout: float, log: Path | None = None) -> None: ...
+
+    def version(self, *, timeout: float) -> str: ...
+
+    def box(self, machine: str) -> str: ...
+
+    def plugins(self, *, timeout: float) -> list[Package]: ...
+
+
+class VagrantCli:
+    """The real thing: the `vagrant` executable in one Vagrantfile directory."""
+
+    def __init__(
+        self,
+        directory: Path,
+        provider: str,
+        env: Mapping[str, str],
+        registry: procs.Running | None = None,
+    ) -> None:
+        self.directory = directory
+        self.provider = provider
+        self.env = dict(env)
+        self.registry = registry
+        self._pv = python_vagrant.Vagrant(root=str(directory), env=self.env)
+
+    def _argv(self, *args: str) -> list[str]:
+        try:
+            return list(self._pv._make_vagrant_command(list(args)))
+        except RuntimeError:
+            raise VagrantError("vagrant is not installed (see scripts/setup-host.sh)") from None
+
+    def _run(
+        self,
+        *args: str,
+        timeout: float,
+        log: Path | _SplitLog | None = None,
+        on_line: LineSink | None = None,
+    ) -> CommandResult:
+        deadline = time.monotonic() + timeout
+        if isinstance(log, _SplitLog):
+            deadline += log.provision.timeout
+        for delay in LOCK_RETRIES:
+            try:
+                return self._run_once(*args, timeout=timeout, log=log, on_line=on_line)
+            except VagrantError as exc:
+                if LOCKED not in exc.output or time.monotonic() + delay >= deadline:
+                    raise
+            if on_line is not None:
+                on_line(f"(machine locked by another Vagrant process: retrying in {delay:g} s)")
+            time.sleep(delay)
+            timeout = deadline - time.monotonic()
+        return self._run_once(*args, timeout=timeout, log=log, on_line=on_line)
+
+    def _run_once(
+        self,
+        *args: str,
+        timeout: float,
+        log: Path | _SplitLog | None = None,
+        on_line: LineSink | None = None,
+    ) -> CommandResult:
+        argv = self._argv(*args)
+        split = log if isinstance(log, _SplitLog) else None
+        rearm = procs.Rearm(PROVISIONING, split.provision.timeout, split.provisioning_began) \
+            if split else None
+        try:
+            with _sink(log) as sink:
+                if sink is not None:
+                    sink.write(f"$ {' '.join(['vagrant', *args])}\n")
+                result = procs.run(
+                    argv, timeout=timeout, cwd=self.directory, env=self.env,
+                    log=sink, on_line=on_line, registry=self.registry, rearm=rearm,
+                )
+        except procs.CommandTimeout as exc:
+            action, output = split.blame(args, exc.output) if split else (_action(args),
+                                                                          exc.output)
+            doing = cause.running(output)
+            raise VagrantError(f"vagrant {action} timed out after {exc.timeout:.0f} s"
+                               + (f" while running: {doing}" if doing else ""),
+                               exc.output) from None
+        except OSError as exc:
+            raise VagrantError(f"cannot run vagrant: {exc}") from None
+        if result.exit_code != 0:
+            output = result.stdout + result.stderr
+            action, own = split.blame(args, output) if split else (_action(args), output)
+            raise VagrantError(failure_message(action, result.exit_code, own), output)
+        return result
+
+    def up(self, machine: str, *, timeout: float, log: Path, on_line: LineSink,
+           provision: Provisioning | None = None) -> None:
+        if provision is None:
+            self._run("up", machine, f"--provider={self.provider}", "--no-provision",
+                      timeout=timeout, log=log, on_line=on_line)
+            return
+        with _SplitLog(log, provision) as split:
+            self._run("up", machine, f"--provider={self.provider}", "--provision",
+                      timeout=timeout, log=split, on_line=on_line)
+
+    def ssh_config(self, machines: list[str], *, timeout: float) -> str:
+        return self._run("ssh-config", *machines, timeout=timeout).stdout
+
+    def status(self, *, timeout: float) -> list[MachineStatus]:
+        out = self._run("status", "--machine-readable", timeout=timeout).stdout
+        return [
+            MachineStatus(s.name, s.state or "unknown", s.provider or self.provider)
+            for s in self._pv._parse_status(out)
+            if s.name
+        ]
+
+    def destroy(self, machine: str, *, timeout: float, log: Path | None = None) -> None:
+        # `destroy -f` of a machine that was never created, or is gone, exits 0: idempotent
+        self._run("destroy", "-f", machine, timeout=timeout, log=log)
+
+    def box(self, machine: str) -> str:
+        """The box a created machine was made from, as Vagrant recorded it ("" if none)."""
+        data_dir = Path(self.env.get("VAGRANT_DOTFILE_PATH") or self.directory / ".vagrant")
+        meta = data_dir / "machines" / machine / self.provider / "box_meta"
+        try:
+            box = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return ""  # docker images have none; a machine not created has none yet
+        return f"{box.get('name', '')} {box.get('version', '')}".strip()
+
+    def version(self, *, timeout: float) -> str:
+        out = self._run("--version", timeout=timeout).stdout.strip()
+        return out.removeprefix("Vagrant ").strip()
+
+    def plugins(self, *, timeout: float) -> list[Package]:
+        """The plugins this Vagrant loads, with their versions (a new one can break a build)."""
+        return parse_plugins(self._run("plugin", "list", timeout=timeout).stdout)
+
+
+@contextmanager
+def _sink(log: Path | _SplitLog | None) -> Iterator[procs.LogSink | None]:
+    """Where a command's output goes: nowhere, a log file opened for it, or the split log
+    its caller holds open."""
+    if log is None or isinstance(log, _SplitLog):
+        yield log
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as fh:
+        yield fh
+
+
+class _SplitLog:
+    """The log of a `vagrant up` that provisions: up.log until the first provisioner
+    starts, the provisioning's own log from that line on (the line included)."""
+
+    def __init__(self, up_log: Path, provision: Provisioning) -> None:
+        self.provision = provision
+        self.provisioning = False
+        self._logs = (up_log, provision.log)
+        self._fh: IO[str] | None = None
+        self._open(up_log)
+
+    def _open(self, path: Path) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = path.open("a", encoding="utf-8")
+
+    def __enter__(self) -> _SplitLog:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def provisioning_began(self) -> None:
+        """Told by the command's run (procs.Rearm) at Vagrant's first provisioner line; once
+        only, though a locked machine's retry prints it again."""
+        if self.provisioning:
+            return
+        self.provisioning = True
+        self._open(self._logs[1])
+        self.provision.started()
+
+    def write(self, text: str) -> int:
+        assert self._fh is not None
+        return self._fh.write(text)
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+    def blame(self, args: tuple[str, ...], output: str) -> tuple[str, str]:
+        """Which command a failure is told as, and the output it is explained from: once
+        provisioning began, `provision <machine>` and only what came after."""
+        if not self.provisioning:
+            return _action(args), output
+        machine = next((a for a in args[1:] if not a.startswith("-")), "")
+        at = output.find(PROVISIONING)
+        start = output.rfind("\n", 0, at) + 1 if at >= 0 else 0
+        return f"provision {machine}".strip(), output[start:]
+
+
+@dataclass(frozen=True)
+class GlobalEntry:
+    """One machine in Vagrant's own host-wide index (`vagrant global-status`)."""
+
+    id: str
+    name: str
+    provider: str
+    state: str
+    directory: str
+
+
+def global_status(
+    env: Mapping[str, str], *, prune: bool, timeout: float
+) -> list[GlobalEntry]:
+    """Vagrant's machine index; `prune` first drops the entries of machines that are gone."""
+    exe = python_vagrant.get_vagrant_executable()
+    if exe is None:
+        raise VagrantError("vagrant is not installed (see scripts/setup-host.sh)")
+    argv = [exe, "global-status", *(["--prune"] if prune else [])]
+    try:
+        result = procs.run(argv, timeout=timeout, env=env)
+    except procs.CommandTimeout:
+        raise VagrantError(f"vagrant global-status timed out after {timeout:.0f} s") from None
+    except OSError as exc:
+        raise VagrantError(f"cannot run vagrant: {exc}") from None
+    if result.exit_code != 0:
+        raise VagrantError(f"vagrant global-status failed (exit {result.exit_code}): "
+                           f"{last_error_line(result.stdout + result.stderr)}")
+    return parse_global_status(result.stdout)
+
+
+def parse_plugins(output: str) -> list[Package]:
+    """`vagrant plugin list`: `vagrant-lxc (1.4.3, system)` lines; anything else is ignored."""
+    return [Package(m.group(1), m.group(2).strip())
+            for m in map(_PLUGIN.match, output.splitlines()) if m]
+
+
+def parse_global_status(text: str) -> list[GlobalEntry]:
+    """The table between the dashed rule and the first blank line (the machine-readable
+    form leaves out the machine names, which are what tells a cdd machine)."""
+    entries: list[GlobalEntry] = []
+    in_table = False
+    for raw in text.splitlines():
+        line = _ANSI.sub("", raw).strip()
+        if not in_table:
+            in_table = bool(line) and set(line) == {"-"}
+            continue
+        fields = line.split(None, 4)
+        if len(fields) < 5 or not re.fullmatch(r"[0-9a-f]{7,}", fields[0]):
+            break
+        entries.append(GlobalEntry(*fields))
+    return entries
+
+
+def destroy_global(entry_id: str, env: Mapping[str, str], *, timeout: float) -> None:
+    """`vagrant destroy -f <id>` from anywhere, by the index's id."""
+    exe = python_vagrant.get_vagrant_executable()
+    if exe is None:
+        raise VagrantError("vagrant is not installed (see scripts/setup-host.sh)")
+    try:
+        result = procs.run([exe, "destroy", "-f", entry_id], timeout=timeout, env=env)
+    except procs.CommandTimeout:
+        raise VagrantError(f"vagrant destroy {entry_id} timed out after {timeout:.0f} s") \
+            from None
+    except OSError as exc:
+        raise VagrantError(f"cannot run vagrant: {exc}") from None
+    if result.exit_code != 0:
+        raise VagrantError(f"vagrant destroy {entry_id} failed (exit {result.exit_code}): "
+                           f"{last_error_line(result.stdout + result.stderr)}")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+# Messages whose words hide their cause, with what a person on the runner should look at.
+_KNOWN_CAUSES = (
+    # vagrant-lxc gives up waiting for the container's address with exactly this line, and
+    # the usual reason is that nothing answers DHCP on the container's bridge.
+    (re.compile(r"^There was an error executing lxc-info$"),
+     "the container got no IP address: is lxc-net's DHCP server (dnsmasq on lxcbr0) "
+     "running? scripts/setup-host.sh starts it again"),
+)
+
+
+def failure_message(action: str, exit_code: int, output: str) -> str:
+    """The cause first (what the JUnit message, the summary line and the issue lead with),
+    then which Vagrant command it stopped; the full output goes to the step's details."""
+    why = cause.explain(output)
+    if not why:
+        return f"vagrant {action} failed (exit {exit_code}) with no output"
+    return f"{_with_cause(why)} (vagrant {action} exited {exit_code})"
+
+
+def _action(args: tuple[str, ...]) -> str:
+    # "up alpha", not "up alpha --provider=lxc --no-provision": options are ours, not news
+    return " ".join(a for a in args if not a.startswith("-")) or " ".join(args)
+
+
+def last_error_line(output: str) -> str:
+    """The line of Vagrant's output most likely to say what went wrong, for one-line reports."""
+    why = cause.explain(output)
+    return _with_cause(why) if why else "no output"
+
+
+def _with_cause(line: str) -> str:
+    for pattern, hint in _KNOWN_CAUSES:
+        if pattern.search(line):
+            return f"{line} ({hint})"
+    return line

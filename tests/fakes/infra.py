@@ -1,0 +1,176 @@
+"""Stateful fakes of Vagrant, SSH and the provider, each able to be told to fail.
+
+They keep the same state a real host would (which machines exist, what runs on them), so
+the lifecycle tests can assert what a user would notice: what is left running.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cdd_ci.infra.providers import ListingFailed, Resource, machine_name
+from cdd_ci.infra.ssh import SshError
+from cdd_ci.infra.vagrant import MachineStatus, Provisioning, VagrantError
+from cdd_ci.models import CommandResult, Package
+
+
+@dataclass
+class FakeHost:
+    """The provider's view: machines by provider-level name."""
+
+    provider: str = "fake"
+    machines: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    fail_remove: bool = False
+    fail_listing: bool = False
+    """The provider's listing tool fails (a daemon down, a hung `virsh`)."""
+
+    def find(self, provider: str, run_ids: Sequence[str] | None = None) -> list[Resource]:
+        if self.fail_listing:
+            raise ListingFailed(
+                f"listing {provider} machines failed: `fake-ls` did not answer in 60s")
+        with self.lock:
+            out = []
+            for name in sorted(self.machines):
+                _, run_id_a, run_id_b, machine = name.split("-", 3)
+                run_id = f"{run_id_a}-{run_id_b}"
+                if run_ids is None or run_id in run_ids:
+                    out.append(Resource(provider, name, run_id, machine))
+            return out
+
+    def stop(self, resource: Resource) -> None:
+        with self.lock:
+            if resource.name in self.machines:
+                self.machines[resource.name] = "stopped"
+
+    def remove(self, resource: Resource) -> None:
+        if self.fail_remove:
+            raise RuntimeError(f"cannot remove {resource.name}")
+        with self.lock:
+            self.machines.pop(resource.name, None)
+
+
+@dataclass
+class FakeEnvironment:
+    """A Vagrant environment for one run on a FakeHost."""
+
+    host: FakeHost
+    run_id: str
+    machines: list[str]
+    fail_up: set[str] = field(default_factory=set)
+    fail_provision: set[str] = field(default_factory=set)
+    fail_destroy: set[str] = field(default_factory=set)
+    hang_up: set[str] = field(default_factory=set)
+    raise_in_up: BaseException | None = None
+    calls: list[str] = field(default_factory=list)
+
+    def _name(self, machine: str) -> str:
+        return machine_name(self.run_id, machine)
+
+    def up(
+        self, machine: str, *, timeout: float, log: Path, on_line: Callable[[str], None],
+        provision: Provisioning | None = None,
+    ) -> None:
+        self._up(machine, timeout=timeout, on_line=on_line)
+        if provision is not None:
+            provision.started()
+            self._provision(machine)
+
+    def _up(self, machine: str, *, timeout: float, on_line: Callable[[str], None]) -> None:
+        self.calls.append(f"up {machine}")
+        # like a real provider, the machine exists before `up` returns or fails
+        with self.host.lock:
+            self.host.machines[self._name(machine)] = "running"
+        on_line(f"==> {machine}: Creating the machine")
+        if self.raise_in_up is not None:
+            raise self.raise_in_up
+        if machine in self.hang_up:
+            time.sleep(timeout)
+            raise VagrantError(f"vagrant up timed out after {timeout:.0f} s")
+        if machine in self.fail_up:
+            raise VagrantError(f"vagrant up {machine} failed (exit 1): box not found")
+
+    def _provision(self, machine: str) -> None:
+        self.calls.append(f"provision {machine}")
+        if machine in self.fail_provision:
+            raise VagrantError(f"vagrant provision {machine} failed (exit 1): apt-get failed",
+                               "E: Unable to locate package nosuch\n")
+
+    def ssh_config(self, machines: list[str], *, timeout: float) -> str:
+        self.calls.append("ssh-config")
+        # one address per machine whichever machines are asked for, as Vagrant's answer
+        return "".join(f"Host {m}\n  HostName 10.0.0.{self.machines.index(m) + 1}\n"
+                       "  User vagrant\n" for m in machines)
+
+    def status(self, *, timeout: float) -> list[MachineStatus]:
+        with self.host.lock:
+            return [
+                MachineStatus(m, "running" if self._name(m) in self.host.machines
+                              else "not_created", "fake")
+                for m in self.machines
+            ]
+
+    def destroy(self, machine: str, *, timeout: float, log: Path | None = None) -> None:
+        self.calls.append(f"destroy {machine}")
+        if machine in self.fail_destroy:
+            raise VagrantError(f"vagrant destroy {machine} failed (exit 1)")
+        with self.host.lock:
+            self.host.machines.pop(self._name(machine), None)
+
+    def version(self, *, timeout: float) -> str:
+        return "0.0-fake"
+
+    def box(self, machine: str) -> str:
+        return "fake/box 1.0" if self._name(machine) in self.host.machines else ""
+
+    def plugins(self, *, timeout: float) -> list[Package]:
+        return [Package("vagrant-fake", "0.1")]
+
+
+@dataclass
+class FakeShell:
+    """A machine's shell: commands matched by regular expression to canned answers."""
+
+    name: str
+    answers: list[tuple[str, CommandResult | SshError]] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+
+    def answer(self, pattern: str, exit_code: int = 0, stdout: str = "", stderr: str = "") \
+            -> FakeShell:
+        self.answers.append((pattern, CommandResult(pattern, exit_code, stdout, stderr)))
+        return self
+
+    def unreachable(self, pattern: str = ".*") -> FakeShell:
+        self.answers.append((pattern, SshError(f"ssh to {self.name} failed: refused")))
+        return self
+
+    def run(self, command: str, *, timeout: float, sudo: bool = False) -> CommandResult:
+        self.calls.append(command)
+        for pattern, outcome in self.answers:
+            if re.search(pattern, command):
+                if isinstance(outcome, SshError):
+                    raise outcome
+                return CommandResult(command, outcome.exit_code, outcome.stdout,
+                                     outcome.stderr)
+        return CommandResult(command, 0, "", "")
+
+
+@dataclass
+class FakeShells:
+    """Stands in for an SshPool: the shells of one run."""
+
+    shells: dict[str, FakeShell]
+    addresses: dict[str, str] = field(default_factory=dict)
+    closed: bool = False
+
+    def open(self, machine: str, *, timeout: float) -> None:
+        if machine not in self.shells:
+            raise SshError(f"ssh to {machine} failed: no route")
+
+    def close(self) -> None:
+        self.closed = True

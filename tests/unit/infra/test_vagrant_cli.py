@@ -1,0 +1,175 @@
+"""The real VagrantCli against a stand-in `vagrant` executable: timeouts, retries, errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from cdd_ci.infra import procs
+from cdd_ci.infra.vagrant import Provisioning, VagrantCli, VagrantError, last_error_line
+
+SCRIPT = """#!/bin/sh
+# a stand-in for vagrant, driven by files in its directory
+here=$(dirname "$0")
+echo "$@" >> "$here/calls"
+case "$1" in
+  up)
+    n=$(cat "$here/locked" 2>/dev/null || echo 0)
+    if [ "$n" -gt 0 ]; then
+      echo $((n - 1)) > "$here/locked"
+      echo "Vagrant can't use the requested machine because it is locked! This"; exit 1
+    fi
+    if [ -f "$here/hang" ]; then sleep 300 & echo $! > "$here/child"; wait; fi
+    echo "==> $2: Machine booted and ready!"
+    case "$*" in *--provision*)
+      [ -f "$here/up-noise" ] && echo "E: a line of up's own that explains nothing"
+      echo "==> $2: Running provisioner: shell..."
+      if [ -f "$here/provision-hangs" ]; then sleep 300 & echo $! > "$here/child"; wait; fi
+      if [ -f "$here/provision-fails" ]; then
+        echo "\033[31mE: Unable to locate package nosuch\033[0m"
+        echo "The SSH command responded with a non-zero exit status." >&2; exit 1
+      fi
+      echo "==> $2: provisioned" ;;
+    esac ;;
+  status)
+    echo "1,broker,provider-name,lxc"
+    echo "1,broker,state,running"
+    echo "1,database,provider-name,lxc"
+    echo "1,database,state,not_created" ;;
+  --version) echo "Vagrant 2.3.4" ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_vagrant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "vagrant"
+    exe.write_text(textwrap.dedent(SCRIPT))
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return bin_dir
+
+
+def cli(tmp_path: Path) -> VagrantCli:
+    return VagrantCli(tmp_path, "lxc", dict(os.environ), procs.new_registry())
+
+
+def test_up_streams_to_the_log_and_the_display(tmp_path: Path, fake_vagrant: Path) -> None:
+    lines: list[str] = []
+    cli(tmp_path).up("broker", timeout=30, log=tmp_path / "up.log", on_line=lines.append)
+    assert lines == ["==> broker: Machine booted and ready!"]
+    assert "up broker --provider=lxc --no-provision" in (fake_vagrant / "calls").read_text()
+    assert "Machine booted" in (tmp_path / "up.log").read_text()
+
+
+def provisioning(tmp_path: Path, timeout: float = 30) -> tuple[Provisioning, list[str]]:
+    began: list[str] = []
+    return Provisioning(timeout, tmp_path / "provision.log", lambda: began.append("now")), began
+
+
+def test_up_that_provisions_is_one_vagrant_with_two_logs(tmp_path: Path,
+                                                         fake_vagrant: Path) -> None:
+    provision, began = provisioning(tmp_path)
+    cli(tmp_path).up("broker", timeout=30, log=tmp_path / "up.log", on_line=lambda _: None,
+                     provision=provision)
+    assert (fake_vagrant / "calls").read_text() == "up broker --provider=lxc --provision\n"
+    assert began == ["now"]
+    assert "Machine booted" in (tmp_path / "up.log").read_text()
+    assert "Running provisioner" not in (tmp_path / "up.log").read_text()
+    assert (tmp_path / "provision.log").read_text() == (
+        "==> broker: Running provisioner: shell...\n==> broker: provisioned\n")
+
+
+def test_a_provisioner_failing_inside_up_is_told_as_provision(tmp_path: Path,
+                                                              fake_vagrant: Path) -> None:
+    (fake_vagrant / "provision-fails").write_text("")
+    (fake_vagrant / "up-noise").write_text("")
+    provision, began = provisioning(tmp_path)
+    with pytest.raises(VagrantError) as err:
+        cli(tmp_path).up("broker", timeout=30, log=tmp_path / "up.log",
+                         on_line=lambda _: None, provision=provision)
+    assert began == ["now"]
+    assert str(err.value) == ("E: Unable to locate package nosuch "
+                              "(vagrant provision broker exited 1)")
+
+
+def test_provisioning_inside_up_keeps_its_own_timeout(tmp_path: Path, fake_vagrant: Path) -> None:
+    (fake_vagrant / "provision-hangs").write_text("")
+    provision, _ = provisioning(tmp_path, timeout=1)
+    with pytest.raises(VagrantError, match=r"^vagrant provision broker timed out after 1 s"):
+        cli(tmp_path).up("broker", timeout=30, log=tmp_path / "up.log",
+                         on_line=lambda _: None, provision=provision)
+
+
+def test_a_locked_machine_is_retried(tmp_path: Path, fake_vagrant: Path) -> None:
+    (fake_vagrant / "locked").write_text("2")
+    cli(tmp_path).up("broker", timeout=60, log=tmp_path / "up.log", on_line=lambda _: None)
+    assert (fake_vagrant / "calls").read_text().count("up broker") == 3
+
+
+def test_a_failure_raises_with_the_telling_line(tmp_path: Path, fake_vagrant: Path) -> None:
+    (fake_vagrant / "provision-fails").write_text("")
+    provision, _ = provisioning(tmp_path)
+    with pytest.raises(VagrantError) as err:
+        cli(tmp_path).up("broker", timeout=30, log=tmp_path / "up.log",
+                         on_line=lambda _: None, provision=provision)
+    # the cause first, Vagrant's boilerplate left to the output
+    assert str(err.value) == ("E: Unable to locate package nosuch "
+                              "(vagrant provision broker exited 1)")
+    assert "non-zero exit status" in err.value.output
+
+
+def test_timeout_kills_the_whole_process_tree(tmp_path: Path, fake_vagrant: Path) -> None:
+    (fake_vagrant / "hang").write_text("")
+    with pytest.raises(VagrantError, match="timed out after 1 s"):
+        cli(tmp_path).up("broker", timeout=1, log=tmp_path / "up.log", on_line=lambda _: None)
+    child = int((fake_vagrant / "child").read_text())
+    time.sleep(0.2)
+    alive = subprocess.run(["ps", "-o", "stat=", "-p", str(child)], capture_output=True,
+                           text=True, check=False).stdout.strip()
+    assert alive in ("", "Z"), f"grandchild {child} survived the timeout ({alive})"
+
+
+def test_status_is_parsed(tmp_path: Path, fake_vagrant: Path) -> None:
+    states = {s.name: s.exists for s in cli(tmp_path).status(timeout=30)}
+    assert states == {"broker": True, "database": False}
+
+
+def test_box_as_vagrant_recorded_it(tmp_path: Path, fake_vagrant: Path) -> None:
+    meta = tmp_path / ".vagrant" / "machines" / "broker" / "lxc" / "box_meta"
+    meta.parent.mkdir(parents=True)
+    meta.write_text('{"name":"cdd/debian-bookworm","version":"0","provider":"lxc"}')
+    assert cli(tmp_path).box("broker") == "cdd/debian-bookworm 0"
+    assert cli(tmp_path).box("database") == ""
+
+
+def test_version(tmp_path: Path, fake_vagrant: Path) -> None:
+    assert cli(tmp_path).version(timeout=30) == "2.3.4"
+
+
+@pytest.mark.parametrize(("output", "line"), [
+    ("==> a: ok\nThe SSH command responded with a non-zero exit status.\n", "The SSH command"),
+    ("\x1b[31mERROR: box not found\x1b[0m\n/usr/lib/ruby/x.rb:1\n", "ERROR: box not found"),
+    ("", "no output"),
+    ("just this\n", "just this"),
+])
+def test_last_error_line(output: str, line: str) -> None:
+    assert last_error_line(output).startswith(line)
+
+
+def test_an_lxc_container_without_an_address_is_explained() -> None:
+    # vagrant-lxc's whole report when the bridge's DHCP server is gone
+    output = ("==> alpha: Waiting for machine to boot. This may take a few minutes...\n"
+              "There was an error executing lxc-info\n\n"
+              "For more information on the failure, enable detailed logging by setting\n"
+              "the environment variable VAGRANT_LOG to DEBUG.\n")
+    line = last_error_line(output)
+    assert line.startswith("There was an error executing lxc-info (the container got no IP")
+    assert "dnsmasq" in line and "\n" not in line
