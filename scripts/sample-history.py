@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cdd_ci.history import History, MachineSpec, PhaseSpan, RunStart
+from cdd_ci.history.store import History, MachineSpec, PhaseSpan, RunStart
 
 OPENSTACK = (MachineSpec("broker", 2, 2048), MachineSpec("database", 1, 1024))
 WEB = (MachineSpec("front"), MachineSpec("api"), MachineSpec("db", 2, 2048))

@@ -6,11 +6,13 @@ scripts/setup-host.sh as root); scripts/test.sh prepares the host, so in CI they
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +42,31 @@ def vagrant_host() -> None:
     reason = _why_not()
     if reason:
         pytest.skip(reason)
+
+
+MARKER_CHECK = """
+[[checks]]
+name = "marker file"
+type = "command"
+on = "alpha"
+command = "cat /etc/cdd-marker"
+deadline = 0
+"""
+"""A check that fails until a test writes /etc/cdd-marker on alpha: a failure the test can
+start and end at will (one issue opened, then closed)."""
+
+HOST_TURNS = Path(tempfile.gettempdir()) / "cdd-tests-host-turns.lock"
+"""Test files run side by side on the workers scripts/test.sh starts (pytest -n); a file that
+restarts the host's network, reaps host-wide or judges every container on it takes the host
+to itself (`pytestmark = pytest.mark.whole_host`)."""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def host_turn(request: pytest.FixtureRequest) -> Iterator[None]:
+    alone = request.node.get_closest_marker("whole_host") is not None
+    with HOST_TURNS.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        yield
 
 
 def lxc_names() -> list[str]:
@@ -131,3 +158,18 @@ def pair(vagrant_host: None, tmp_path: Path) -> Iterator[Project]:
     project = copy_pair(tmp_path)
     yield project
     project.clean_up()
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """What the GitHub client chose to wait (it sleeps through `time.sleep`, as urllib3 does):
+    the waits are asserted, not the wall clock of a busy machine."""
+    waited: list[float] = []
+    real = time.sleep
+
+    def sleep(seconds: float) -> None:
+        waited.append(seconds)
+        real(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    return waited

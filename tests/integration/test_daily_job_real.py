@@ -15,31 +15,18 @@ import pytest
 from tests.fakes.github_server import GitHubServer
 from tests.fakes.openapi import OpenApi
 
-from ..conftest import SHARED
+from .conftest import MARKER_CHECK as CHECK
 from .conftest import Project
 
 pytestmark = pytest.mark.vagrant
 
-OPENAPI = SHARED / "github-api" / "issues-openapi.json"
 TOKEN = "ghs_DailyJobT0kenThatMustNeverBeSeen00000"
-CHECK = """
-[[checks]]
-name = "marker file"
-type = "command"
-on = "alpha"
-command = "cat /etc/cdd-marker"
-deadline = 0
-"""
 
 
 @pytest.fixture
-def github() -> Iterator[GitHubServer]:
-    if not OPENAPI.is_file():
-        pytest.skip(f"GitHub's OpenAPI description not found at {OPENAPI}")
-    server = GitHubServer(OpenApi(OPENAPI), token=TOKEN, repository="acme/cloud")
-    with server.running():
+def github(github_openapi: OpenApi) -> Iterator[GitHubServer]:
+    with GitHubServer.serving(github_openapi, token=TOKEN, repository="acme/cloud") as server:
         yield server
-    assert server.violations == [], "\n".join(server.violations)
 
 
 def daily_run(project: Project, github: GitHubServer, run: int) -> tuple[int, str, str]:

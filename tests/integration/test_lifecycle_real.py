@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
 from lxml import etree
 
-from ..conftest import SHARED
+from cdd_ci.history.store import open_history
+
 from .conftest import Project, lxc_names, wait_for
 
 pytestmark = pytest.mark.vagrant
@@ -22,7 +22,7 @@ def junit_cases(project: Project) -> dict[str, ET.Element]:
     return {f"{c.get('classname')}/{c.get('name')}": c for c in root.iter("testcase")}
 
 
-def test_passing_run(pair: Project) -> None:
+def test_passing_run(pair: Project, junit_schema: etree.XMLSchema) -> None:
     proc = pair.cdd("run")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cases = junit_cases(pair)
@@ -36,10 +36,18 @@ def test_passing_run(pair: Project) -> None:
     assert props["box"].startswith("cdd/debian-bookworm")
     assert props["vagrant_version"].startswith("2.")
     assert props["provider"] == "lxc" and props["run_id"]
-    xsd = SHARED / "junit" / "junit-10.xsd"
-    if xsd.is_file():
-        schema = etree.XMLSchema(etree.parse(str(xsd)))
-        assert schema.validate(etree.parse(str(pair.root / "reports" / "junit.xml")))
+    # what the machines were built from, for "what changed" in a later failure's issue
+    inventory = open_history(pair.root / ".cdd" / "history.sqlite").inventory(props["run_id"])
+    assert inventory is not None
+    for machine in inventory.machines:
+        assert (machine.box, machine.manager, machine.problem) == (
+            "cdd/debian-bookworm", "dpkg", ""), machine.problem
+        installed = {p.name: p.version for p in machine.packages}
+        assert len(installed) > 100 and installed["openssh-server"].startswith("1:9.")
+    assert inventory.vagrant.startswith("2.")
+    assert "vagrant-lxc" in {p.name for p in inventory.plugins}
+    report = etree.parse(str(pair.root / "reports" / "junit.xml"))
+    assert junit_schema.validate(report), junit_schema.error_log
     logs = pair.root / "reports" / "logs"
     assert "Running provisioner" in (logs / "alpha" / "provision.log").read_text()
     assert "provisioned alpha" in (logs / "alpha" / "etc_cdd-test").read_text()
@@ -73,20 +81,21 @@ def test_failing_provisioner_exits_3_and_destroys(pair: Project) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_during_up_destroys_everything(pair: Project, sig: signal.Signals) -> None:
+def test_signal_during_up_destroys_everything(
+        pair: Project, sig: signal.Signals, junit_schema: etree.XMLSchema) -> None:
     proc = pair.start("run")
     # wait until the machines exist at the provider level: the worst moment to be stopped
     wait_for("containers being created",
              lambda: len(pair.left_running(pair.run_ids())) >= 1, 120)
-    sent = time.monotonic()
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=120)
-    took = time.monotonic() - sent
     assert proc.returncode == 128 + sig, out
     assert pair.left_running(pair.run_ids()) == [], out
-    assert f"interrupted by {sig.name}" in out
-    # GitHub Actions kills the job about 10 s after SIGINT: teardown must fit in that
-    assert took < 10, f"teardown took {took:.1f} s"
+    assert f"cancelled by {sig.name}" in out
+    report = etree.parse(str(pair.root / "reports" / "junit.xml"))
+    assert junit_schema.validate(report), junit_schema.error_log
+    props = {p.get("name"): p.get("value") for p in report.getroot().iter("property")}
+    assert props["interrupted_by"] == sig.name
 
 
 def test_destroy_from_the_ledger_after_sigkill(pair: Project) -> None:
@@ -102,9 +111,13 @@ def test_destroy_from_the_ledger_after_sigkill(pair: Project) -> None:
     assert pair.ledgers() == []
 
 
-def test_no_container_is_left_by_this_module() -> None:
-    """A last look, as a user would: `lxc-ls` shows nothing of ours."""
-    assert [n for n in lxc_names() if "-alpha" in n or "-beta" in n] == []
+def test_no_container_is_left_by_this_module(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A last look, as a user would: `lxc-ls` shows nothing of the runs made so far by this
+    worker (this module's among them). Other workers' runs may be up beside it: not judged."""
+    projects = [Project(p.parent) for p in tmp_path_factory.getbasetemp().glob("*/*/cdd.toml")]
+    ours = set().union(*(p.run_ids() for p in projects))
+    assert ours, "the module's runs left no record to look them up by"
+    assert [n for n in lxc_names() if any(n.startswith(f"cdd-{r}-") for r in ours)] == []
 
 
 @pytest.mark.parametrize(("to_sigterm", "to_sigkill"), [

@@ -15,7 +15,7 @@ import pytest
 
 from .conftest import Project, copy_pair, wait_for
 
-pytestmark = pytest.mark.vagrant
+pytestmark = [pytest.mark.vagrant, pytest.mark.whole_host]
 
 # Far beyond any machine's age: the reaper may then free only runs whose ledger is in the
 # test's own host index (dead ones), never another user's machines, which it judges by age.
@@ -130,13 +130,13 @@ def test_reap_frees_killed_runs_and_never_a_live_one(projects: dict[str, Project
     for name, project in killed.items():
         assert project.left_running({ids[name]}) == [], name
         assert ledger(project) == {}, name
-        with sqlite3.connect(project.root / "reports" / "history.sqlite") as db:
+        with sqlite3.connect(project.root / ".cdd" / "history.sqlite") as db:
             assert db.execute("SELECT released_by FROM runs").fetchall() == [("reap",)]
     # the live run is untouched, and still running
     assert sorted(live.left_running({live_id})) == sorted(live_machines)
     assert procs["live"].poll() is None
     again = live.cdd("reap", "--older-than", NEVER_BY_AGE, timeout=300)
-    assert "freed 0 run(s)" in again.stdout, again.stdout  # idempotent
+    assert "freed 0 runs" in again.stdout, again.stdout  # idempotent
 
     # let the live run's check pass: it finishes, passes and leaves nothing
     subprocess.run(["lxc-attach", "-n", f"cdd-{live_id}-alpha", "--", "touch", RELEASE],
@@ -174,7 +174,7 @@ def test_the_developers_day(pair: Project) -> None:
     assert pair.ledgers() == []
     saved = pair.root / "reports" / "saved" / up_id
     assert "provisioned alpha" in (saved / "alpha" / "etc_cdd-test").read_text()
-    with sqlite3.connect(pair.root / "reports" / "history.sqlite") as db:
+    with sqlite3.connect(pair.root / ".cdd" / "history.sqlite") as db:
         assert db.execute("SELECT command FROM events ORDER BY id").fetchall() == \
             [("up",), ("run",), ("down",)]
         assert db.execute("SELECT released_by FROM runs WHERE run_id = ?",

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from cdd_ci.hostcheck import lxc_dhcp_pid
+from cdd_ci.infra.preflight import lxc_dhcp_pid
 
 from ..conftest import REPO
 from .conftest import Project
 
-pytestmark = pytest.mark.vagrant
+pytestmark = [pytest.mark.vagrant, pytest.mark.whole_host]
 
 
 def test_a_dead_dhcp_server_is_named_at_once_and_setup_host_mends_it(pair: Project) -> None:
