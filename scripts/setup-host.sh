@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # setup-host.sh: prepare a Debian 12 host (run as root) to build cdd-ci's Vagrant environments.
 #
-#   sudo scripts/setup-host.sh [--provider lxc|docker] [--rebuild] [--check]
+#   sudo scripts/setup-host.sh [--provider lxc|docker|libvirt] [--rebuild] [--check]
 #   eval "$(sudo scripts/setup-host.sh)"      # same, and take over the exported variables
 #
 # Every phase is idempotent and timed; when everything is in place the script takes seconds.
@@ -12,19 +12,37 @@
 #                       network; it has no host address, every environment on it picks its own
 #                       /24 (CDD_SUBNET), and iptables FORWARD accepts its traffic
 #               docker: dockerd
+#               libvirt: virtlogd, libvirtd, the storage pool `default` and the management
+#                       network vagrant-libvirt (192.168.121.0/24, DHCP + NAT), kept between
+#                       runs like lxcbr0; /dev/kvm made usable by libvirt's QEMU (group kvm)
 #   box       build the Debian bookworm base from Debian's archive with mmdebstrap and register it:
 #               lxc:    Vagrant box  cdd/debian-bookworm (provider lxc), systemd as PID 1
 #               docker: image        cdd/debian-bookworm-ssh:12, sshd as PID 1
+#               libvirt: Vagrant box $VM_BOX (provider libvirt), a real VM with systemd:
+#                       an ext4 qcow2 disk and the Debian kernel booted directly, so no
+#                       bootloader; then the acceleration: KVM when a probe boot of that kernel
+#                       under KVM prints anything, else QEMU's software emulation (TCG)
 #             skipped when the registered one carries the current recipe revision (stamp)
+#   reaper    install cdd host-wide ($CDD_STATE_DIR/venv, from this checkout) and run `cdd reap`
+#             where no job has to: every 15 minutes (a systemd timer where systemd runs, else
+#             /etc/cron.d), and around every job of a self-hosted GitHub runner (its job-started
+#             and job-completed hooks, set in the runner's .env), so the machines of a runner
+#             that died, or of a workspace that was cleaned, are destroyed without waiting for
+#             the next job in that workspace. It reaps the runs of root and of the user who ran
+#             this through sudo. Skipped with --no-reaper.
 #   check     (--check only) bring up a throwaway 2-machine environment, prove ssh, the private
 #             network and access to Debian's archive, destroy it and make sure nothing is left
 #
 # Options:
-#   --provider P   lxc (default; systemd guests: services behave as on a VM) or docker (faster,
-#                  no systemd in the guest). Also read from CDD_PROVIDER.
+#   --provider P   lxc (default; systemd guests: services behave as on a VM), docker (faster,
+#                  no systemd in the guest) or libvirt (real VMs, each with its own kernel;
+#                  slowest without KVM). Also read from CDD_PROVIDER.
 #   --rebuild      rebuild and re-register the box/image even when it is current (not while
 #                  environments are being created from it: the box is replaced in place)
-#   --check        run the check phase (30-45 s on 2 vCPUs)
+#   --check        run the check phase (30-45 s on 2 vCPUs; about 2 min with libvirt on TCG)
+#   --no-reaper    leave the reaper phase out
+#   --runner-dir D the self-hosted runner's directory (where its .env is); by default the runner
+#                  this runs under, if any (found from the process tree). Also CDD_RUNNER_DIR.
 #   -h, --help     this text
 #
 # Logs go to stderr (and $CDD_STATE_DIR/log/). stdout carries only `export NAME=value` lines for
@@ -36,6 +54,7 @@
 #   CDD_SECURITY_MIRROR   Debian security mirror        (http://deb.debian.org/debian-security)
 #   CDD_LXC_BRIDGE        host bridge for the private network (lxc) (cddbr0)
 #   CDD_CHECK_SUBNET      private /24 used by --check                (192.168.62)
+#   CDD_BOX               the libvirt box's name: the Vagrantfiles' default (debian/bookworm64)
 #
 # Exit status: 0 ready; 1 a phase failed (the FAIL line says which); 2 usage.
 set -Eeuo pipefail
@@ -44,6 +63,8 @@ set -Eeuo pipefail
 BOX_RECIPE_REV=1
 BOX_NAME=cdd/debian-bookworm
 DOCKER_IMAGE=cdd/debian-bookworm-ssh:12
+# the name vagrant/lib/cdd_env.rb gives libvirt (and virtualbox) machines
+VM_BOX="${CDD_BOX:-debian/bookworm64}"
 SUITE=bookworm
 
 PROVIDER="${CDD_PROVIDER:-lxc}"
@@ -54,6 +75,9 @@ LXC_BRIDGE="${CDD_LXC_BRIDGE:-cddbr0}"
 CHECK_SUBNET="${CDD_CHECK_SUBNET:-192.168.62}"
 REBUILD=0
 CHECK=0
+REAPER=1
+RUNNER_DIR="${CDD_RUNNER_DIR:-}"
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage() { sed -n '2,/^set -Eeuo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -62,17 +86,20 @@ while [ $# -gt 0 ]; do
     --provider=*) PROVIDER="${1#*=}"; shift ;;
     --rebuild) REBUILD=1; shift ;;
     --check|--smoke) CHECK=1; shift ;;
+    --no-reaper) REAPER=0; shift ;;
+    --runner-dir) [ $# -ge 2 ] || { echo "--runner-dir needs a value" >&2; exit 2; }; RUNNER_DIR="$2"; shift 2 ;;
+    --runner-dir=*) RUNNER_DIR="${1#*=}"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "setup-host: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 case "$PROVIDER" in
-  lxc|docker) ;;
-  libvirt|virtualbox)
-    echo "setup-host: '$PROVIDER' is not prepared by this script: install it on your runner and use" \
+  lxc|docker|libvirt) ;;
+  virtualbox)
+    echo "setup-host: 'virtualbox' is not prepared by this script: install it on your runner and use" \
          "the public box debian/bookworm64 (see vagrant/openstack-base/README.md)" >&2
     exit 2 ;;
-  *) echo "setup-host: --provider must be lxc or docker (got '$PROVIDER')" >&2; exit 2 ;;
+  *) echo "setup-host: --provider must be lxc, docker or libvirt (got '$PROVIDER')" >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || { echo "setup-host: run as root (sudo $0 ...)" >&2; exit 2; }
 
@@ -127,10 +154,16 @@ installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok
 
 ensure_packages() {
   local want=() missing=() p
-  want=(vagrant mmdebstrap debian-archive-keyring ca-certificates iptables iproute2 openssh-client rsync)
+  # python3-venv: the README's commands install cdd into .venv, which a fresh Debian cannot without it
+  # postgresql: the tests start their own server (initdb + pg_ctl on a socket) for the shared
+  # history; nothing here enables Debian's own cluster service
+  want=(vagrant mmdebstrap debian-archive-keyring ca-certificates iptables iproute2 openssh-client rsync
+        python3-venv postgresql)
   case "$PROVIDER" in
     lxc)    want+=(lxc vagrant-lxc dnsmasq-base redir) ;;
     docker) want+=(docker.io) ;;
+    libvirt) want+=(libvirt-daemon-system libvirt-clients vagrant-libvirt qemu-system-x86 qemu-utils
+                    dnsmasq-base e2fsprogs) ;;
   esac
   for p in "${want[@]}"; do installed "$p" || missing+=("$p"); done
   if [ ${#missing[@]} -eq 0 ]; then
@@ -163,6 +196,7 @@ ensure_packages() {
   case "$PROVIDER" in
     lxc)    v+=", lxc $(lxc-start --version), vagrant-lxc $(dpkg-query -W -f='${Version}' vagrant-lxc)" ;;
     docker) v+=", docker.io $(dpkg-query -W -f='${Version}' docker.io)" ;;
+    libvirt) v+=", libvirt $(dpkg-query -W -f='${Version}' libvirt-daemon), qemu $(dpkg-query -W -f='${Version}' qemu-system-x86), vagrant-libvirt $(dpkg-query -W -f='${Version}' vagrant-libvirt)" ;;
   esac
   say "packages: $v"
 }
@@ -254,10 +288,89 @@ start_dockerd() {
   die "services: dockerd did not answer within 60 s"
 }
 
+VIRSH=(virsh -c qemu:///system)
+LIBVIRT_DIR="$STATE_DIR/libvirt"
+MGMT_NET=vagrant-libvirt   # vagrant-libvirt's default management network, name and address
+MGMT_PREFIX=192.168.121
+
+virsh_() { timeout 60 "${VIRSH[@]}" "$@" 9>&-; }
+
+start_libvirtd() {
+  # Without udev /dev/kvm stays root-only: libvirt then finds KVM "enabled when probing but not
+  # available now" and probes QEMU again on every call, which makes each define or start take
+  # about 50 s. udev's own rule: group kvm, mode 0660. Whether guests use KVM is decided by the
+  # box phase; this only stops the probing.
+  if [ -c /dev/kvm ] && getent group kvm >/dev/null \
+     && [ "$(stat -c %G:%a /dev/kvm)" != kvm:660 ]; then
+    chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+    say "services: /dev/kvm set to group kvm, mode 0660 (what udev does)"
+  fi
+  if init_is_systemd; then
+    if ! virsh_ version >/dev/null 2>&1; then
+      say "services: systemctl start virtlogd libvirtd"
+      timeout 120 systemctl start virtlogd libvirtd 9>&-
+    fi
+  else
+    # Ask the daemons' sockets, not the process list: a dead daemon can linger as a zombie
+    # here, where PID 1 reaps orphans only lazily.
+    mkdir -p /run/libvirt
+    if ! timeout 20 virt-admin -c virtlogd:///system server-list >/dev/null 2>&1; then
+      say "services: starting virtlogd by hand (PID 1 is not systemd)"
+      setsid virtlogd -d </dev/null >/dev/null 2>&1 9>&-
+    fi
+    if ! virsh_ version >/dev/null 2>&1; then
+      say "services: starting libvirtd by hand (PID 1 is not systemd)"
+      setsid libvirtd -d </dev/null >/dev/null 2>&1 9>&-
+    fi
+  fi
+  local i
+  for i in $(seq 30); do virsh_ version >/dev/null 2>&1 && break; sleep 1; done
+  virsh_ version >/dev/null 2>&1 || die "services: libvirtd did not answer within 30 s"
+
+  # vagrant-libvirt keeps the machines' disks and its copy of the box in the pool `default`
+  if ! virsh_ pool-info default >/dev/null 2>&1; then
+    say "services: defining storage pool default (/var/lib/libvirt/images)"
+    mkdir -p /var/lib/libvirt/images
+    virsh_ pool-define-as default dir --target /var/lib/libvirt/images >/dev/null
+    virsh_ pool-autostart default >/dev/null
+  fi
+  # here-strings, not `virsh ... | grep -q`: grep quitting early makes virsh fail with SIGPIPE
+  grep -q 'State: *running' <<<"$(virsh_ pool-info default)" || virsh_ pool-start default >/dev/null
+
+  # The management network every machine's eth0 is on (DHCP, NAT to the outside). It is the
+  # host's, like lxcbr0: the Vagrantfiles keep it (management_network_keep), so no run's
+  # destroy takes it away from a run still using it, and no two parallel `vagrant up` race to
+  # create it. Its definition is vagrant-libvirt's own.
+  if ! virsh_ net-info "$MGMT_NET" >/dev/null 2>&1; then
+    say "services: defining network $MGMT_NET ($MGMT_PREFIX.0/24, DHCP + NAT)"
+    local xml="$LIBVIRT_DIR/$MGMT_NET.xml"
+    mkdir -p "$LIBVIRT_DIR"
+    cat >"$xml" <<NET
+<network ipv6='yes'>
+  <name>$MGMT_NET</name>
+  <forward mode='nat'/>
+  <ip address='$MGMT_PREFIX.1' netmask='255.255.255.0'>
+    <dhcp><range start='$MGMT_PREFIX.1' end='$MGMT_PREFIX.254'/></dhcp>
+  </ip>
+</network>
+NET
+    virsh_ net-define "$xml" >/dev/null
+    virsh_ net-autostart "$MGMT_NET" >/dev/null
+  fi
+  grep -q 'Active: *yes' <<<"$(virsh_ net-info "$MGMT_NET")" || virsh_ net-start "$MGMT_NET" >/dev/null
+  # dockerd (if it ever runs here) sets the FORWARD policy to DROP
+  local bridge; bridge=$(virsh_ net-info "$MGMT_NET" | awk '/^Bridge:/ {print $2}')
+  ensure_rule FORWARD -i "$bridge" -j ACCEPT
+  ensure_rule FORWARD -o "$bridge" -j ACCEPT
+  say "services: libvirt $(virsh_ version --daemon | awk '/daemon/ {print $NF}'), pool default," \
+      "network $MGMT_NET on $bridge"
+}
+
 ensure_services() {
   case "$PROVIDER" in
     lxc) start_lxc_net ;;
     docker) start_dockerd ;;
+    libvirt) start_libvirtd ;;
   esac
 }
 
@@ -378,8 +491,11 @@ recipe_rev() {
   case "$PROVIDER" in
     lxc)    fns+=(lxc_tune_rootfs build_lxc_box) ;;
     docker) fns+=(build_docker_image) ;;
+    libvirt) fns+=(libvirt_tune_rootfs build_libvirt_box) ;;
   esac
-  h=$( { echo "$BOX_RECIPE_REV $PROVIDER $SUITE $MIRROR $SECURITY_MIRROR $BASE_PACKAGES $LXC_PACKAGES"
+  local extra=""
+  [ "$PROVIDER" = libvirt ] && extra=" $LIBVIRT_PACKAGES $KERNEL_CMDLINE $VM_BOX"
+  h=$( { echo "$BOX_RECIPE_REV $PROVIDER $SUITE $MIRROR $SECURITY_MIRROR $BASE_PACKAGES $LXC_PACKAGES$extra"
          declare -f "${fns[@]}"; } | sha256sum | cut -c1-12)
   printf '%s-%s\n' "$BOX_RECIPE_REV" "$h"
 }
@@ -463,10 +579,160 @@ build_docker_image() {
   say "box: $(timeout 30 "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}' "$DOCKER_IMAGE")"
 }
 
+# What makes the rootfs boot as a VM: the kernel is booted directly from the host (no bootloader,
+# no partition table), / is the whole virtio disk, and eth0 gets DHCP from the management network.
+LIBVIRT_PACKAGES=linux-image-cloud-amd64,initramfs-tools,systemd-sysv,systemd-resolved,dbus,rsync
+KERNEL_CMDLINE="root=/dev/vda rw console=ttyS0 net.ifnames=0"
+
+libvirt_tune_rootfs() {
+  local root="$1"
+  echo "/dev/vda / ext4 defaults,errors=remount-ro 0 1" >"$root/etc/fstab"
+  # systemd-networkd, so that Vagrant's Debian guest writes the private network as networkd files
+  printf '[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n' >"$root/etc/systemd/network/10-cdd-eth0.network"
+  ln -sfn ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
+  # each machine makes its own ssh host keys at its first boot, before sshd starts
+  mkdir -p "$root/etc/systemd/system/ssh.service.d"
+  printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' \
+    >"$root/etc/systemd/system/ssh.service.d/cdd-hostkeys.conf"
+  chroot "$root" systemctl enable systemd-networkd.service systemd-resolved.service >/dev/null 2>&1
+}
+
+box_volume_prefix() { printf '%s_vagrant_box_image_' "${VM_BOX//\//-VAGRANTSLASH-}"; }
+
+# The pool volume vagrant-libvirt would upload the box to on a machine's first `up`. Uploaded
+# here instead: two machines brought up at once by separate `vagrant up` processes would both
+# upload it (its lock is per process), and the second would boot from a half-written image.
+upload_box_volume() {
+  local img="$1" name size old
+  # vagrant-libvirt's name for it: a box without a version is named after its image's mtime
+  name="$(box_volume_prefix)0_$(stat -c %Y "$img")_box.img"
+  if ! virsh_ vol-info --pool default "$name" >/dev/null 2>&1; then
+    size=$(qemu-img info --output=json "$img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')
+    virsh_ vol-create-as default "$name" "${size}b" --format qcow2 >/dev/null
+    timeout 600 "${VIRSH[@]}" vol-upload --pool default "$name" "$img" 9>&- \
+      || { virsh_ vol-delete --pool default "$name" >/dev/null 2>&1 || true; die "box: uploading $name to pool default failed"; }
+  fi
+  # the copies of boxes this one replaced, unless a machine still boots from one
+  for old in $(awk -v p="$(box_volume_prefix)" 'NR > 2 && index($1, p) == 1 {print $1}' <<<"$(virsh_ vol-list default)"); do
+    [ "$old" = "$name" ] && continue
+    virsh_ vol-delete --pool default "$old" >/dev/null 2>&1 || say "box: $old is still in use: left in the pool"
+  done
+  BOX_VOLUME="$name"
+}
+
+# KVM when this host's KVM boots the box's kernel (a nested KVM such as PVM may run only kernels
+# built for it, and then prints nothing); else QEMU's software emulation. The answer is cached
+# per host kernel and box kernel, in the file the box's Vagrantfile reads.
+choose_acceleration() {
+  local kernel="$LIBVIRT_DIR/vmlinuz" key out accel=qemu why
+  key="$(uname -r) $(sha256sum "$kernel" | cut -c1-16) $([ -c /dev/kvm ] && stat -c %G:%a /dev/kvm || echo no-kvm)"
+  if [ "$REBUILD" = 0 ] && [ "$(cut -d' ' -f2- "$LIBVIRT_DIR/accel" 2>/dev/null)" = "$key" ]; then
+    accel=$(cut -d' ' -f1 "$LIBVIRT_DIR/accel")
+    if [ "$accel" = kvm ]; then accel=KVM; else accel="TCG, QEMU's software emulation"; fi
+    say "box: acceleration $accel (probed before on this host kernel, for this box kernel)"
+    return 0
+  fi
+  if [ ! -c /dev/kvm ]; then
+    why="no /dev/kvm"
+  elif ! virsh_ domcapabilities --virttype kvm >/dev/null 2>&1; then
+    why="libvirt offers no kvm domains"
+  else
+    # no root file system: a kernel that runs ends in a panic within seconds, and -no-reboot
+    # turns the panic's reboot into QEMU's exit
+    out=$(timeout 30 qemu-system-x86_64 -accel kvm -cpu host -m 256 -nodefaults -no-user-config \
+            -display none -serial stdio -no-reboot -kernel "$kernel" \
+            -append "console=ttyS0 panic=-1 root=/dev/cdd-probe-none" </dev/null 2>&1 9>&- || true)
+    if grep -q 'Kernel panic' <<<"$out"; then
+      accel=kvm why="a probe boot under KVM ran the kernel"
+    else
+      why="KVM is there but a probe boot of the box's kernel under it printed nothing in 30 s"
+    fi
+  fi
+  echo "$accel $key" >"$LIBVIRT_DIR/accel"
+  if [ "$accel" = kvm ]; then
+    say "box: acceleration KVM ($why)"
+  else
+    say "box: acceleration TCG, QEMU's software emulation ($why): machines boot in about 20 s, and run several times slower than on KVM"
+  fi
+}
+
+build_libvirt_box() {
+  local stamp="$STATE_DIR/box-libvirt.rev"
+  local boxes="${VAGRANT_HOME:-$HOME/.vagrant.d}/boxes/${VM_BOX//\//-VAGRANTSLASH-}"
+  mkdir -p "$LIBVIRT_DIR"
+  if [ "$REBUILD" = 0 ] && [ -d "$boxes" ] && ls "$boxes"/*/libvirt/metadata.json >/dev/null 2>&1 \
+     && ! grep -qs '"cdd-revision"' "$boxes"/*/libvirt/metadata.json; then
+    say "box: $VM_BOX (libvirt) is registered and was not built here: left as it is (--rebuild replaces it)"
+    return 0
+  fi
+  if [ "$REBUILD" = 0 ] && [ "$(cat "$stamp" 2>/dev/null)" = "$BOX_REV" ] \
+     && grep -qs "\"cdd-revision\": \"$BOX_REV\"" "$boxes"/*/libvirt/metadata.json \
+     && [ -s "$LIBVIRT_DIR/vmlinuz" ] && [ -s "$LIBVIRT_DIR/initrd.img" ]; then
+    upload_box_volume "$(ls "$boxes"/*/libvirt/box.img | head -n 1)"
+    say "box: $VM_BOX (libvirt) is current (revision $BOX_REV), in pool default as $BOX_VOLUME"
+    choose_acceleration
+    return 0
+  fi
+  local work key
+  work=$(mktemp -d "$STATE_DIR/build-libvirt.XXXXXX")
+  CLEANUPS+=("rm -rf '$work'")
+  key=$(vagrant_public_key)
+  say "box: building $VM_BOX (libvirt) revision $BOX_REV from $MIRROR (log: $LOG_DIR/mmdebstrap-libvirt.log)"
+  base_hooks "$key"
+  BOX_ARGS+=(--include="$LIBVIRT_PACKAGES")
+  run_mmdebstrap "$work/rootfs" >"$LOG_DIR/mmdebstrap-libvirt.log" 2>&1 \
+    || { tail -n 25 "$LOG_DIR/mmdebstrap-libvirt.log" >&2; die "box: mmdebstrap failed"; }
+  libvirt_tune_rootfs "$work/rootfs"
+  # the kernel and initrd stay on the host, where the box's Vagrantfile points libvirt to them
+  install -m 644 "$(ls "$work"/rootfs/boot/vmlinuz-* | head -n 1)" "$LIBVIRT_DIR/vmlinuz"
+  install -m 644 "$(ls "$work"/rootfs/boot/initrd.img-* | head -n 1)" "$LIBVIRT_DIR/initrd.img"
+  # an ext4 file system filling the whole disk, made from the directory: no loop device needed
+  truncate -s 4G "$work/disk.raw"
+  mkfs.ext4 -q -F -L cddroot -d "$work/rootfs" "$work/disk.raw"
+  rm -rf "$work/rootfs"
+  timeout 600 qemu-img convert -c -O qcow2 "$work/disk.raw" "$work/box.img"
+  rm -f "$work/disk.raw"
+  printf '{"provider": "libvirt", "format": "qcow2", "virtual_size": 4, "built-on": "%s", "cdd-revision": "%s"}\n' \
+    "$(date -u +%FT%TZ)" "$BOX_REV" >"$work/metadata.json"
+  # Merged under the project's Vagrantfiles. The acceleration is read when Vagrant loads it, so
+  # the same box follows what choose_acceleration found on this host.
+  cat >"$work/Vagrantfile" <<EOF
+# cdd-ci box (scripts/setup-host.sh --provider libvirt): Debian $SUITE, direct kernel boot
+Vagrant.configure("2") do |config|
+  config.vm.provider :libvirt do |lv|
+    accel = File.read("$LIBVIRT_DIR/accel").split.first rescue "qemu"
+    lv.driver = accel == "kvm" ? "kvm" : "qemu"
+    if accel == "kvm"
+      lv.cpu_mode = "host-passthrough"
+    else
+      lv.cpu_mode = "custom"
+      lv.cpu_model = "qemu64"
+    end
+    lv.kernel = "$LIBVIRT_DIR/vmlinuz"
+    lv.initrd = "$LIBVIRT_DIR/initrd.img"
+    lv.cmd_line = "$KERNEL_CMDLINE"
+    lv.graphics_type = "none"
+    lv.video_type = "none"
+  end
+end
+EOF
+  tar -C "$work" -cf "$work/cdd-debian-bookworm-libvirt.box" metadata.json Vagrantfile box.img
+  rm -f "$work/box.img"
+  timeout 600 vagrant box add --force --name "$VM_BOX" --provider libvirt \
+    "$work/cdd-debian-bookworm-libvirt.box" >"$LOG_DIR/box-add.log" 2>&1 9>&- \
+    || { tail -n 20 "$LOG_DIR/box-add.log" >&2; die "box: vagrant box add failed"; }
+  upload_box_volume "$(ls "$boxes"/*/libvirt/box.img | head -n 1)"
+  echo "$BOX_REV" >"$stamp"
+  say "box: registered $(grep -E "^$VM_BOX +\(libvirt," <<<"$(timeout 60 vagrant box list)")" \
+      "$(du -h "$work/cdd-debian-bookworm-libvirt.box" | cut -f1), in pool default as $BOX_VOLUME"
+  choose_acceleration
+}
+
 ensure_box() {
   case "$PROVIDER" in
     lxc) build_lxc_box ;;
     docker) build_docker_image ;;
+    libvirt) build_libvirt_box ;;
   esac
 }
 
@@ -480,6 +746,11 @@ check_leftovers() {
     docker)
       timeout 30 "$DOCKER" ps -aq --filter "label=cdd.run=$CHECK_RUN" 2>/dev/null || true
       timeout 30 "$DOCKER" network ls -q --filter "name=vagrant_network_$CHECK_SUBNET.0/24" 2>/dev/null || true ;;
+    libvirt)
+      # domains, their disks and the run's private network are all named cdd-<run>-...
+      virsh_ list --all --name 2>/dev/null | grep "^cdd-$CHECK_RUN-" || true
+      virsh_ vol-list default 2>/dev/null | awk -v p="cdd-$CHECK_RUN-" 'NR > 2 && index($1, p) == 1 {print $1}' || true
+      virsh_ net-list --all --name 2>/dev/null | grep "^cdd-$CHECK_RUN-" || true ;;
   esac
 }
 
@@ -561,12 +832,159 @@ EOF
 }
 
 # --------------------------------------------------------------------------------------------
+# reaper
+# --------------------------------------------------------------------------------------------
+REAP_EVERY_MINUTES=15
+REAP_TIMEOUT=900
+
+# The state home whose index holds a user's runs (host/index.py: $XDG_STATE_HOME/cdd).
+state_home_of() {
+  local home; home=$(getent passwd "$1" | cut -d: -f6)
+  [ -n "$home" ] && printf '%s/.local/state/cdd\n' "$home"
+}
+
+# The self-hosted runner this script runs under: an ancestor process is its Runner.Worker.
+runner_dir_from_ancestry() {
+  local pid=$$ exe
+  while [ "$pid" -gt 1 ]; do
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+    case "$exe" in */bin/Runner.Worker|*/bin/Runner.Listener) dirname "$(dirname "$exe")"; return ;; esac
+    pid=$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null || echo 1)
+  done
+}
+
+install_reaper() {
+  local venv="$STATE_DIR/venv" stamp="$STATE_DIR/venv.rev" rev
+  # what is installed is this checkout's cdd: reinstall only when its source changed
+  rev=$(cd "$REPO_DIR" && find pyproject.toml cdd_ci -type f ! -name '*.pyc' -print0 | sort -z \
+        | xargs -0 sha256sum | sha256sum | cut -c1-16)
+  if [ -x "$venv/bin/cdd" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$rev" ]; then
+    say "reaper: cdd in $venv is current ($rev)"
+  else
+    say "reaper: installing cdd from $REPO_DIR into $venv (log: $LOG_DIR/reaper-install.log)"
+    { python3 -m venv --clear "$venv" \
+      && timeout 600 "$venv/bin/python" -m pip install -q --disable-pip-version-check "$REPO_DIR"
+    } >"$LOG_DIR/reaper-install.log" 2>&1 || { tail -n 20 "$LOG_DIR/reaper-install.log" >&2; die "reaper: pip install failed"; }
+    echo "$rev" > "$stamp"
+  fi
+
+  # the indexes to reap: root's, and that of the user who ran this through sudo
+  local indexes="$STATE_DIR/reap-indexes" user_home
+  touch "$indexes"
+  if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && user_home=$(state_home_of "$SUDO_USER"); then
+    grep -qxF "$user_home" "$indexes" || echo "$user_home" >> "$indexes"
+  fi
+
+  mkdir -p "$SHIM_DIR" "$STATE_DIR/hooks"
+  cat > "$SHIM_DIR/cdd-reap" <<REAP
+#!/bin/sh
+# cdd-ci's host-wide reaper (written by scripts/setup-host.sh): \`cdd reap\`, bounded in time,
+# one at a time per user, over root's runs and those of the users in $indexes.
+# With CDD_STATE_HOME set, only the runs of that index.
+set -u
+lock="\${XDG_RUNTIME_DIR:-/tmp}/cdd-reap.\$(id -u).lock"
+reap() { flock -w $REAP_TIMEOUT "\$lock" timeout $REAP_TIMEOUT "$venv/bin/cdd" reap "\$@"; }
+if [ -n "\${CDD_STATE_HOME:-}" ] || [ "\$(id -u)" != 0 ]; then reap "\$@"; exit; fi
+status=0
+reap "\$@" || status=\$?
+while read -r home; do
+  [ -n "\$home" ] && [ -d "\$home/runs" ] || continue
+  CDD_STATE_HOME="\$home" reap "\$@" || status=\$?
+done < "$indexes"
+exit \$status
+REAP
+  chmod 755 "$SHIM_DIR/cdd-reap"
+
+  local hook
+  for hook in job-started job-completed; do
+    cat > "$STATE_DIR/hooks/$hook.sh" <<HOOK
+#!/bin/sh
+# cdd-ci: a self-hosted runner's $hook hook (written by scripts/setup-host.sh). Destroys what
+# finished runs left on this host; never a live run. A failure is said, never fails the job.
+if [ "\$(id -u)" = 0 ]; then
+  "$SHIM_DIR/cdd-reap"
+elif sudo -n true 2>/dev/null; then
+  # the machines are root's; the runs are this user's
+  sudo -n env CDD_STATE_HOME="\${CDD_STATE_HOME:-\${XDG_STATE_HOME:-\$HOME/.local/state}/cdd}" "$SHIM_DIR/cdd-reap"
+else
+  "$SHIM_DIR/cdd-reap"
+fi || echo "cdd-ci $hook hook: cdd reap failed (exit \$?); see its output above" >&2
+exit 0
+HOOK
+    chmod 755 "$STATE_DIR/hooks/$hook.sh"
+  done
+
+  # periodically
+  if init_is_systemd; then
+    cat > /etc/systemd/system/cdd-reap.service <<UNIT
+[Unit]
+Description=cdd-ci: destroy what finished cdd runs left on this host
+
+[Service]
+Type=oneshot
+ExecStart=$SHIM_DIR/cdd-reap
+UNIT
+    cat > /etc/systemd/system/cdd-reap.timer <<UNIT
+[Unit]
+Description=cdd-ci: reap every $REAP_EVERY_MINUTES minutes
+
+[Timer]
+OnBootSec=2min
+OnUnitActiveSec=${REAP_EVERY_MINUTES}min
+
+[Install]
+WantedBy=timers.target
+UNIT
+    systemctl daemon-reload && systemctl enable --now cdd-reap.timer >/dev/null 2>&1 \
+      || die "reaper: systemctl enable --now cdd-reap.timer failed"
+    say "reaper: systemd timer cdd-reap.timer, every $REAP_EVERY_MINUTES min"
+  else
+    mkdir -p /etc/cron.d
+    printf '# cdd-ci (scripts/setup-host.sh): destroy what finished cdd runs left on this host\n*/%s * * * * root %s >> %s 2>&1\n' \
+      "$REAP_EVERY_MINUTES" "$SHIM_DIR/cdd-reap" "$LOG_DIR/reap.log" > /etc/cron.d/cdd-reap
+    if pgrep -x cron >/dev/null 2>&1; then
+      say "reaper: /etc/cron.d/cdd-reap, every $REAP_EVERY_MINUTES min"
+    else
+      say "reaper: /etc/cron.d/cdd-reap written, but no cron daemon runs here (PID 1 is not systemd):" \
+          "only the runner's job hooks reap until one does"
+    fi
+  fi
+
+  # around every job of the runner
+  [ -n "$RUNNER_DIR" ] || RUNNER_DIR=$(runner_dir_from_ancestry || true)
+  if [ -z "$RUNNER_DIR" ]; then
+    say "reaper: no self-hosted runner found (--runner-dir): job hooks not set"
+    return
+  fi
+  [ -f "$RUNNER_DIR/.runner" ] || [ -f "$RUNNER_DIR/config.sh" ] || die "reaper: $RUNNER_DIR is not a runner's directory"
+  local env_file="$RUNNER_DIR/.env" var value changed=0
+  touch "$env_file"
+  for var in ACTIONS_RUNNER_HOOK_JOB_STARTED ACTIONS_RUNNER_HOOK_JOB_COMPLETED; do
+    case "$var" in *STARTED) value="$STATE_DIR/hooks/job-started.sh" ;; *) value="$STATE_DIR/hooks/job-completed.sh" ;; esac
+    if grep -q "^$var=" "$env_file"; then
+      if ! grep -qxF "$var=$value" "$env_file"; then
+        say "reaper: $env_file already sets $var to another hook: left as it is (call $value from it)"
+      fi
+      continue
+    fi
+    echo "$var=$value" >> "$env_file"; changed=1
+  done
+  if [ "$changed" = 1 ]; then
+    chown --reference="$RUNNER_DIR" "$env_file" 2>/dev/null || true
+    say "reaper: job hooks set in $env_file; they take effect when the runner next starts"
+  else
+    say "reaper: job hooks in place ($env_file)"
+  fi
+}
+
+# --------------------------------------------------------------------------------------------
 BOX_REV=$(recipe_rev)
 say "provider=$PROVIDER box revision=$BOX_REV state=$STATE_DIR"
 T_ALL=$(now)
 phase packages ensure_packages
 phase services ensure_services
 phase box ensure_box
+if [ "$REAPER" = 1 ]; then phase reaper install_reaper; fi
 if [ "$CHECK" = 1 ]; then phase check run_check; fi
 say "OK: host ready for provider $PROVIDER in $(elapsed "$T_ALL")s (${TIMINGS[*]})"
 
