@@ -19,6 +19,9 @@
 # systemd in the guest (and docker-swarm a Docker daemon of its own), which the sshd-as-PID-1
 # image cannot give.
 
+require "open3"
+require "tempfile"
+
 module CddEnv
   RUN_ID = ENV.fetch("CDD_RUN_ID", "manual")
   unless RUN_ID.match?(/\A[A-Za-z0-9][A-Za-z0-9_.-]{0,40}\z/)
@@ -34,6 +37,38 @@ module CddEnv
 
   class HostBridgeMissing < Vagrant::Errors::VagrantError
     error_message("host bridge #{LXC_BRIDGE} is missing: run scripts/setup-host.sh --provider lxc")
+  end
+
+  class LibvirtNetworkFailed < Vagrant::Errors::VagrantError
+    def error_message
+      "could not create the libvirt network #{@extra_data[:name]}: #{@extra_data[:why]}"
+    end
+  end
+
+  # A run's private libvirt network, defined and started once whichever of its machines comes
+  # first, as vagrant-libvirt itself would (isolated, no DHCP, the host at .1).
+  module LibvirtNetwork
+    VIRSH = ["timeout", "60", "virsh", "-c", "qemu:///system"].freeze
+    LOCK = "/run/lock/cdd-libvirt-networks.lock"
+
+    def self.ensure(name, prefix)
+      File.open(LOCK, File::RDWR | File::CREAT, 0o644) do |lock|
+        lock.flock(File::LOCK_EX)
+        _, status = Open3.capture2e(*VIRSH, "net-info", name)
+        return if status.success?
+
+        xml = "<network><name>#{name}</name>" \
+              "<ip address='#{prefix}.1' netmask='255.255.255.0'/></network>"
+        Tempfile.create(["cdd-network", ".xml"]) do |file|
+          file.write(xml)
+          file.flush
+          [["net-define", file.path], ["net-start", name]].each do |args|
+            out, status = Open3.capture2e(*VIRSH, *args)
+            raise LibvirtNetworkFailed.new(name: name, why: out.strip) unless status.success?
+          end
+        end
+      end
+    end
   end
 
   # The private /24's first three octets: CDD_SUBNET, else the Vagrantfile's default.
@@ -138,13 +173,26 @@ module CddEnv
       override.vm.network "private_network", ip: ip
     end
 
-    # ---- libvirt (self-hosted runners; vagrant-libvirt) ----
+    # ---- libvirt (vagrant-libvirt; scripts/setup-host.sh --provider libvirt) ----
     m.vm.provider "libvirt" do |lv, override|
       override.vm.box = VM_BOX
-      lv.default_prefix = "cdd-#{RUN_ID}-"   # domain name: cdd-<run id>-<machine>
+      lv.default_prefix = "cdd-#{RUN_ID}-"   # domain cdd-<run id>-<machine>, disk <domain>.img
       lv.memory = spec[:memory]
       lv.cpus = spec.fetch(:cpus, 1)
-      override.vm.network "private_network", ip: ip
+      # the management network (eth0, DHCP + NAT) is the host's: one run's destroy must not
+      # take it from another run still on it
+      lv.management_network_keep = true
+      # The private network is the run's own, named after it so that a killed run's is found
+      # like its domains. vagrant-libvirt's lock against two machines creating it at once
+      # holds only within one process, and cdd brings each machine up in its own.
+      network = "cdd-#{RUN_ID}-private"
+      override.vm.network "private_network", ip: ip, libvirt__network_name: network,
+                                             libvirt__dhcp_enabled: false,
+                                             libvirt__forward_mode: "none"
+      override.trigger.before :up do |t|
+        t.name = "private network #{network}"
+        t.ruby { |_env, _machine| LibvirtNetwork.ensure(network, ip.sub(/\.\d+\z/, "")) }
+      end
     end
   end
 end
