@@ -33,9 +33,9 @@ def checks_phase(project: b.Project) -> float:
         import cdd_ci  # noqa: F401  (the cdd under test, if this Python has it)
     except ImportError:
         sys.path.insert(0, str(b.REPO))
-    from cdd_ci import checks
+    from cdd_ci.checks import smoke as checks
     from cdd_ci.config import load_config
-    from cdd_ci.ledger import LedgerStore
+    from cdd_ci.host.ledger import LedgerStore
     from cdd_ci.lifecycle import real_backend
 
     config = load_config(project.root / "cdd.toml")
