@@ -86,6 +86,9 @@ class Environment(Protocol):
 
     def box(self, machine: str) -> str: ...
 
+    def known(self, machine: str) -> bool:
+        """Vagrant still holds an id for the machine (it drops it once the machine is gone)."""
+
     def plugins(self, *, timeout: float) -> list[Package]: ...
 
 
@@ -192,15 +195,23 @@ class VagrantCli:
         # `destroy -f` of a machine that was never created, or is gone, exits 0: idempotent
         self._run("destroy", "-f", machine, timeout=timeout, log=log)
 
+    def _machine_dir(self, machine: str) -> Path:
+        # a relative VAGRANT_DOTFILE_PATH is relative to the Vagrantfile's directory
+        data_dir = self.directory / (self.env.get("VAGRANT_DOTFILE_PATH") or ".vagrant")
+        return data_dir / "machines" / machine
+
     def box(self, machine: str) -> str:
         """The box a created machine was made from, as Vagrant recorded it ("" if none)."""
-        data_dir = Path(self.env.get("VAGRANT_DOTFILE_PATH") or self.directory / ".vagrant")
-        meta = data_dir / "machines" / machine / self.provider / "box_meta"
+        meta = self._machine_dir(machine) / self.provider / "box_meta"
         try:
             box = json.loads(meta.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return ""  # docker images have none; a machine not created has none yet
         return f"{box.get('name', '')} {box.get('version', '')}".strip()
+
+    def known(self, machine: str) -> bool:
+        # any provider's: a machine once made by another provider is still Vagrant's to destroy
+        return any(self._machine_dir(machine).glob("*/id"))
 
     def version(self, *, timeout: float) -> str:
         out = self._run("--version", timeout=timeout).stdout.strip()

@@ -66,6 +66,10 @@ class FakeEnvironment:
     fail_provision: set[str] = field(default_factory=set)
     fail_destroy: set[str] = field(default_factory=set)
     hang_up: set[str] = field(default_factory=set)
+    # machines a destroy that said it succeeded leaves behind, named so that the provider
+    # listing cannot tell them the run's (a Vagrantfile of the user's): only Vagrant knows
+    stale_id: set[str] = field(default_factory=set)
+    status_asked: int = 0
     raise_in_up: BaseException | None = None
     calls: list[str] = field(default_factory=list)
 
@@ -108,10 +112,11 @@ class FakeEnvironment:
                        "  User vagrant\n" for m in machines)
 
     def status(self, *, timeout: float) -> list[MachineStatus]:
+        self.status_asked += 1
         with self.host.lock:
             return [
                 MachineStatus(m, "running" if self._name(m) in self.host.machines
-                              else "not_created", "fake")
+                              or m in self.stale_id else "not_created", "fake")
                 for m in self.machines
             ]
 
@@ -121,6 +126,10 @@ class FakeEnvironment:
             raise VagrantError(f"vagrant destroy {machine} failed (exit 1)")
         with self.host.lock:
             self.host.machines.pop(self._name(machine), None)
+
+    def known(self, machine: str) -> bool:
+        with self.host.lock:
+            return self._name(machine) in self.host.machines or machine in self.stale_id
 
     def version(self, *, timeout: float) -> str:
         return "0.0-fake"

@@ -150,6 +150,20 @@ def test_box_as_vagrant_recorded_it(tmp_path: Path, fake_vagrant: Path) -> None:
     assert cli(tmp_path).box("database") == ""
 
 
+def test_a_machine_is_known_while_vagrant_holds_its_id(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # the run's own state directory, given relative as a user may: Vagrant reads it from the
+    # Vagrantfile's directory
+    monkeypatch.setenv("VAGRANT_DOTFILE_PATH", "state")
+    ident = tmp_path / "state" / "machines" / "broker" / "docker" / "id"
+    ident.parent.mkdir(parents=True)
+    ident.write_text("4f1c")
+    vagrant = VagrantCli(tmp_path, "lxc", dict(os.environ), procs.new_registry())
+    assert vagrant.known("broker")  # made by another provider: still Vagrant's to destroy
+    ident.unlink()  # what `vagrant destroy` does once the machine is gone
+    assert not vagrant.known("broker") and not vagrant.known("database")
+
+
 def test_version(tmp_path: Path, fake_vagrant: Path) -> None:
     assert cli(tmp_path).version(timeout=30) == "2.3.4"
 
