@@ -7,7 +7,10 @@ not pass a cancel on), those processes are still building; destroying under them
 or a half-created machine reappears after its removal. So before a run is destroyed from
 outside, its tree is stopped: every process that carries the mark, every process in the
 session of one that does (each command runs in its own session; `sudo` resets the
-environment of what it starts, the session stays), and every descendant of those.
+environment of what it starts, the session stays), every process whose command line names
+one of the run's machines (`cdd-<run id>-...`: a provider helper that `sudo` started in a
+session of its own, with `use_pty` as Debian sets it, and whose parents were killed before it,
+so nothing else ties it to the run), and every descendant of those.
 
 Linux only: it reads /proc, which is where the providers run.
 """
@@ -23,9 +26,10 @@ from pathlib import Path
 
 MARK = "CDD_RUN_ID"
 PROC = Path("/proc")
-MACHINES = ("[lxc monitor]",)
+MACHINES = ("[lxc monitor]", "/usr/bin/qemu-system-")
 """Processes that are a machine rather than its build (an LXC container's monitor carries
-the mark it was started with): the provider's own tools stop those, with the machine."""
+the mark it was started with, a libvirt VM's QEMU names it): the provider's own tools stop
+those, with the machine."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ def of_run(run_id: str, proc: Path = PROC) -> list[Process]:
     everything = [p for p in (read(int(d.name), proc) for d in _pids(proc)) if p]
     machines = {p.pid for p in everything if p.command.startswith(MACHINES)}
     everything = [p for p in everything if p.pid not in machines and p.ppid not in machines]
-    marked = {p.pid for p in everything if _carries(p.pid, run_id, proc)}
+    names = f"cdd-{run_id}-"
+    marked = {p.pid for p in everything if names in p.command or _carries(p.pid, run_id, proc)}
     sessions = {p.sid for p in everything if p.pid in marked and p.sid > 1}
     tree = marked | {p.pid for p in everything if p.sid in sessions}
     children: dict[int, list[int]] = {}

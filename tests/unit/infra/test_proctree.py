@@ -49,6 +49,23 @@ def test_the_mark_its_session_and_its_children_are_the_run(
     assert other.poll() is None, "another run's process was touched"
 
 
+def test_a_helper_that_names_a_machine_of_the_run_is_the_run(
+        started: list[subprocess.Popen[bytes]]) -> None:
+    # `sudo lxc-create -n cdd-<run>-beta` whose Vagrant was killed first: a session of its
+    # own, an environment without the mark, init for a parent; only its arguments tell
+    helper = [sys.executable, "-c", "import time; time.sleep(300)", "lxc-create", "-n"]
+    orphan = subprocess.Popen([*helper, f"cdd-{RUN}-beta"], start_new_session=True, env={})
+    another = subprocess.Popen([*helper, "cdd-20261203000000-fedcba-beta"],
+                               start_new_session=True, env={})
+    started += [orphan, another]
+    deadline = time.monotonic() + 10
+    while not proctree.of_run(RUN) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p.pid for p in proctree.of_run(RUN)] == [orphan.pid]
+    assert proctree.stop(proctree.of_run(RUN)) == []
+    assert another.poll() is None, "another run's helper was touched"
+
+
 def test_a_reused_pid_is_not_the_owner() -> None:
     me = os.getpid()
     assert proctree.alive(me, proctree.started(me))
