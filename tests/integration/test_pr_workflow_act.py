@@ -1,0 +1,97 @@
+"""The shipped pull-request workflow, end to end by a real workflow runner (tests/integration/
+act_runner.py), after main's scheduled run has opened an issue: a pull request that touches
+the environment builds it and its job summary names the failure it inherited from main with
+main's issue, writing nothing to the tracker; one that touches no environment builds none and
+passes the required check; a fork's is never built, and the required check says why."""
+
+from __future__ import annotations
+
+import pytest
+
+from . import act_runner
+from .act_runner import TOKEN, Days, git
+
+pytestmark = pytest.mark.vagrant
+
+# the runner's fixtures, for this module's tests
+github, act, days = act_runner.github, act_runner.act, act_runner.days
+
+
+PR_WORKFLOW = ".github/workflows/pr-environment.yml"
+WRITES = {"issues/create", "issues/update", "issues/create-comment", "issues/create-label"}
+
+
+def pull_request(days: Days, number: int, branch: str, path: str, text: str,
+                 *, head: str = "acme/cloud") -> tuple[int, str]:
+    """A pull request from `branch` (one commit changing `path`, off main) run by act with
+    the payload GitHub sends; `head` is the repository the branch lives in (a fork's is not
+    the project's own)."""
+    base = git(days.origin, "rev-parse", "main").strip()
+    git(days.origin, "checkout", "--quiet", "-b", branch, "main")
+    try:
+        (days.origin / path).write_text(text)
+        git(days.origin, "commit", "--quiet", "-am", f"{branch}: change {path}")
+        return days.run("pull_request", PR_WORKFLOW, {
+            "number": number,
+            "pull_request": {"number": number,
+                             "base": {"ref": "main", "sha": base},
+                             "head": {"ref": branch, "repo": {"full_name": head}}}})
+    finally:
+        git(days.origin, "checkout", "--quiet", "main")
+
+
+def summary_lines(output: str) -> str:
+    """The job summaries act shows (GitHub shows them on the run's page): from its
+    "Summary - " line to the next line act prefixes with its job."""
+    kept: list[str] = []
+    inside = False
+    for line in output.splitlines():
+        if "Summary - " in line:
+            inside = True
+            kept.append(line.split("Summary - ", 1)[1])
+        elif inside and not line.startswith("["):
+            kept.append(line)
+        else:
+            inside = False
+    return "\n".join(kept)
+
+
+def test_pull_request_workflow_builds_what_changed_and_names_mains_failures(
+        days: Days) -> None:
+    # main is broken: its scheduled run opens the issue
+    days.commit("alpha installs the broker's client", "cdd.toml",
+                (days.origin / "cdd.toml").read_text().replace(
+                    'machines = ["alpha", "beta"]',
+                    'machines = ["alpha", "beta"]\nenv = { CDD_TEST_CAUSE = "alpha=package" }'))
+    code, output = days.run()
+    assert code != 0, output
+    (issue,) = days.github.real_issues()
+    before = len(days.github.requests)
+
+    # a pull request touching the environment builds it; the failure it inherited from main
+    # is named as such, with main's issue, and nothing is written to the tracker
+    vagrantfile = (days.origin / "vagrant/pair/Vagrantfile").read_text()
+    code, output = pull_request(days, 41, "tidy-pair", "vagrant/pair/Vagrantfile",
+                                vagrantfile + "# tidied\n")
+    assert code != 0, output  # the required check fails: the environment does not pass
+    assert "already failing on main" in summary_lines(output), output
+    assert f"#{issue['number']}" in summary_lines(output), output
+    assert f"issues: already failing on main: #{issue['number']}" in output, output
+    assert not WRITES & {r.operation for r in days.github.requests[before:]}
+    assert len(days.github.real_issues()) == 1
+    assert list(days.artifacts.glob("cdd-reports-pair-pr41-*/junit.xml")), output
+
+    # a pull request touching no environment builds none, and the required check passes
+    code, output = pull_request(days, 42, "readme", "README.md", "# cloud\n")
+    assert code == 0, output
+    assert "environments to build: 0, their jobs: skipped" in output, output
+
+    # a fork's pull request never runs on the team's runners: the required check says so
+    code, output = pull_request(days, 43, "stranger", "vagrant/pair/Vagrantfile",
+                                vagrantfile + "# a stranger's change\n", head="stranger/cloud")
+    assert code != 0, output
+    assert "none built: push the branch here" in output, output
+
+    texts = [output, issue["body"], *days.github.comment_bodies(issue["number"])]
+    assert all(TOKEN not in t for t in texts)
+    assert days.project.left_running(days.project.run_ids()) == []
