@@ -37,7 +37,9 @@ from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from cdd_ci import text
 from cdd_ci.models import OUTCOMES, Inventory, MachineInventory, Package, RunResult
 
 SCHEMA_VERSION = 3
@@ -582,6 +584,34 @@ class SqliteHistory(History):
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 """A history location that starts so is a PostgreSQL server; anything else is a file."""
+
+
+def kept_location(location: str) -> str:
+    """What may be written down of a history's location (a run's ledger keeps it): a URL
+    without its password, in the user part or as a `password=` parameter; a file as it is."""
+    if not location.startswith(URL_SCHEMES):
+        return location
+    try:
+        parts = urlsplit(location)
+        has_password = parts.password is not None
+    except ValueError:
+        return text.without_passwords(location)
+    netloc = parts.netloc
+    if has_password:
+        user, host = netloc.rsplit("@", 1)
+        netloc = f"{user.split(':', 1)[0]}@{host}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                       if k != "password"])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def usable_location(kept: str, configured: str) -> str:
+    """The location to open for a history written down as `kept`: `configured` (this
+    process's own URL, CDD_HISTORY_URL) when it is the same history with its password;
+    otherwise `kept`, and the driver finds the password in PGPASSWORD or ~/.pgpass."""
+    if configured and kept.startswith(URL_SCHEMES) and kept_location(configured) == kept:
+        return configured
+    return kept
 
 
 def open_history(location: str | Path, *, timeout: float = BUSY_TIMEOUT) -> History:

@@ -26,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from cdd_ci.history import store as history_store
 from cdd_ci.host import subnets
 from cdd_ci.host.index import HostIndex
 from cdd_ci.infra import proctree
@@ -86,7 +87,8 @@ class Ledger:
     hold_until: float = 0.0
     """Set when a failed environment is kept for debugging; the reaper honours it."""
     history: str = ""
-    """The history database this run is counted in, so whoever destroys it can close it."""
+    """The history database this run is counted in, so whoever destroys it can close it (a
+    URL without its password: see history.store.usable_location)."""
 
     def __post_init__(self) -> None:
         try:
@@ -152,7 +154,8 @@ def new_ledger(
         started_at=time.time(),
         command=command,
         config=str(config.root),
-        history=str(config.history_path),
+        # never its password: the ledger is a plain file that outlives the run
+        history=history_store.kept_location(str(config.history_path)),
     )
 
 

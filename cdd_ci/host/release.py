@@ -9,11 +9,13 @@ hours in the run history. Only the lock decides who acts; everything else is ide
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cdd_ci.config import HISTORY_URL_VARIABLE
 from cdd_ci.history import store as history
 from cdd_ci.host.ledger import Ledger, LedgerStore
 from cdd_ci.host.teardown import destroy_run
@@ -132,7 +134,9 @@ def record(
     outcome = "released" if released.ok else (
         "teardown-failed" if not released.gone else "harvest-failed")
     try:
-        history.open_history(ledger.history).note(
+        location = history.usable_location(
+            ledger.history, os.environ.get(HISTORY_URL_VARIABLE, ""))
+        history.open_history(location).note(
             start, command=command, started_at=started, finished_at=finished,
             outcome=outcome, spans=timeline.spans, released=released.gone)
     except history.HistoryError as exc:
