@@ -276,7 +276,8 @@ class Lifecycle:
                 released = release_run(
                     self.store, old.run_id, lambda led: self.backend.environment(led, None),
                     self.backend.provider, command="cleanup",
-                    timeout=self.config.timeouts.destroy, clock=self.clock)
+                    timeout=self.config.timeouts.destroy, clock=self.clock,
+                    history_location=self.config.history_path)
             if released.busy:
                 continue  # another cdd took it between our look and our lock
             steps = released.steps

@@ -53,7 +53,8 @@ def destroy_recorded(
                 continue
         released = release_run(store, ledger.run_id, lambda led: backend.environment(led, None),
                                backend.provider, command="destroy",
-                               timeout=config.timeouts.destroy, on_step=display.step)
+                               timeout=config.timeouts.destroy, on_step=display.step,
+                               history_location=config.history_path)
         if released.busy:
             steps.append(StepResult(Phase.DESTROY, ENVIRONMENT, "destroy", Status.ERROR,
                                     message=f"run {ledger.run_id} is live (another cdd holds "
@@ -117,7 +118,8 @@ def down_recorded(
     display.phase(f"down: run {ledger.run_id} ({', '.join(ledger.machines)})")
     released = release_run(store, ledger.run_id, lambda led: backend.environment(led, None),
                            backend.provider, command="down", timeout=config.timeouts.destroy,
-                           save=save, on_step=display.step)
+                           save=save, on_step=display.step,
+                           history_location=config.history_path)
     if released.busy:
         result.add(StepResult(Phase.DESTROY, ENVIRONMENT, "destroy", Status.ERROR,
                               message=f"run {ledger.run_id} is in use by another cdd "

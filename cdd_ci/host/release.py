@@ -59,11 +59,14 @@ def release_run(
     on_step: Callable[[StepResult], None] | None = None,
     clock: Callable[[], float] = time.time,
     stop_processes: Callable[[str], StepResult | None] | None = None,
+    history_location: str = "",
 ) -> Released:
     """Destroy one recorded run under its lock; `save` runs first (`cdd down`'s harvest).
 
     The ledger is read again once the lock is held: what it says now is what counts (the
     run may have been forgotten, or its hold extended, since whoever called us looked).
+    `history_location`: the caller's own history (its config's, password included), used
+    when it is the one the ledger names without its password.
     """
     stop_processes = stop_processes or stop_run_processes
     with store.hold(run_id) as held:
@@ -94,7 +97,7 @@ def release_run(
         if released.gone:
             store.forget(run_id)
         released.history_problem = record(ledger, command, started, clock(), timeline,
-                                          released)
+                                          released, history_location)
         return released
 
 
@@ -123,6 +126,7 @@ def record(
     finished: float,
     timeline: history.Timeline,
     released: Released,
+    configured: str = "",
 ) -> str:
     """Close the run's hours in the history its ledger names; returns a problem, or ""."""
     if not ledger.history:
@@ -134,8 +138,9 @@ def record(
     outcome = "released" if released.ok else (
         "teardown-failed" if not released.gone else "harvest-failed")
     try:
+        # this process's own location of the same history has the password the ledger lacks
         location = history.usable_location(
-            ledger.history, os.environ.get(HISTORY_URL_VARIABLE, ""))
+            ledger.history, configured or os.environ.get(HISTORY_URL_VARIABLE, ""))
         history.open_history(location).note(
             start, command=command, started_at=started, finished_at=finished,
             outcome=outcome, spans=timeline.spans, released=released.gone)

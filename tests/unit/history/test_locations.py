@@ -44,3 +44,29 @@ def test_a_runs_ledger_never_holds_the_password(tmp_path: Path,
     assert ledger.history == kept_location(URL)
     written = b"".join(p.read_bytes() for p in config.state_dir.rglob("*") if p.is_file())
     assert SECRET.encode() not in written
+
+
+def test_whoever_closes_the_hours_opens_its_own_url_of_that_history(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cdd destroy` from the checkout whose cdd.toml holds the URL, password included: the
+    ledger's URL without it names the same history, so the configured one is opened."""
+    from cdd_ci.history import store
+    from cdd_ci.host import release
+
+    monkeypatch.delenv("CDD_HISTORY_URL", raising=False)
+    config = make_project(tmp_path)
+    ledger = new_ledger(config, "run", subnets_in_use=lambda: [])
+    ledger.history = kept_location(URL)
+    opened: list[str] = []
+
+    def open_history(location: str) -> store.History:
+        opened.append(location)
+        raise store.HistoryError("not reached in this test")
+
+    monkeypatch.setattr(store, "open_history", open_history)
+    released = release.Released(ledger.run_id)
+    for configured in (URL, ""):
+        problem = release.record(ledger, "destroy", 0.0, 1.0, store.Timeline(), released,
+                                 configured)
+        assert problem == "run history not updated: not reached in this test"
+    assert opened == [URL, kept_location(URL)]
