@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = ".github/workflows/daily-environment.yml"
 TOKEN = "ghs_ActWorkflowT0kenThatMustNeverBeSeen000"
 CAUSE = "E: Unable to locate package cdd-no-such-package"
+# what makes the pair's alpha fail that way (tests/integration/envs/pair/Vagrantfile)
+BROKEN = 'env = { CDD_TEST_CAUSE = "alpha=package" }'
 # what the project needs to install cdd with `pip install .` and to run the workflow
 SOURCES = ("pyproject.toml", "README.md", "cdd_ci", ".github", "scripts")
 
@@ -230,6 +232,17 @@ class Days:
     def commit(self, message: str, path: str, text: str) -> None:
         (self.origin / path).write_text(text)
         git(self.origin, "commit", "--quiet", "-am", message)
+
+    def break_alpha(self) -> None:
+        """A commit after which alpha's provisioner fails as a real apt-get does (CAUSE)."""
+        config = (self.origin / "cdd.toml").read_text()
+        self.commit("alpha installs the broker's client", "cdd.toml", config.replace(
+            'machines = ["alpha", "beta"]', f'machines = ["alpha", "beta"]\n{BROKEN}'))
+
+    def mend_alpha(self) -> None:
+        config = (self.origin / "cdd.toml").read_text()
+        self.commit("alpha installs only what exists", "cdd.toml",
+                    config.replace(f"{BROKEN}\n", ""))
 
 
 @pytest.fixture

@@ -59,10 +59,7 @@ def summary_lines(output: str) -> str:
 def test_pull_request_workflow_builds_what_changed_and_names_mains_failures(
         days: Days) -> None:
     # main is broken: its scheduled run opens the issue
-    days.commit("alpha installs the broker's client", "cdd.toml",
-                (days.origin / "cdd.toml").read_text().replace(
-                    'machines = ["alpha", "beta"]',
-                    'machines = ["alpha", "beta"]\nenv = { CDD_TEST_CAUSE = "alpha=package" }'))
+    days.break_alpha()
     code, output = days.run()
     assert code != 0, output
     (issue,) = days.github.real_issues()

@@ -43,10 +43,7 @@ def test_daily_workflow_opens_comments_and_closes_the_issue(days: Days) -> None:
     code, output = days.run()
     assert code == 0, output  # day 0: green, the run every later day compares with
 
-    days.commit("alpha installs the broker's client", "cdd.toml",
-                (days.origin / "cdd.toml").read_text().replace(
-                    'machines = ["alpha", "beta"]',
-                    'machines = ["alpha", "beta"]\nenv = { CDD_TEST_CAUSE = "alpha=package" }'))
+    days.break_alpha()
     code, output = days.run()
     assert code != 0, output
     issues = days.github.real_issues()
@@ -76,9 +73,7 @@ def test_daily_workflow_opens_comments_and_closes_the_issue(days: Days) -> None:
     assert "`cdd-test-tool` on `beta`: `1.0` → `1.1`" in comments[0], comments[0]
 
     # the fix lands: two green days close the issue
-    days.commit("alpha installs only what exists", "cdd.toml",
-                (days.origin / "cdd.toml").read_text().replace(
-                    'env = { CDD_TEST_CAUSE = "alpha=package" }\n', ""))
+    days.mend_alpha()
     for _ in (3, 4):
         code, output = days.run()
         assert code == 0, output
