@@ -52,9 +52,12 @@ status=0
 rm -rf .coverage-data && mkdir -p .coverage-data
 export COVERAGE_FILE="$PWD/.coverage-data/coverage"
 # two workers, a test file each (a file's machines and fixtures stay together); the files
-# that need the whole host wait for it (tests/integration/conftest.py: host_turn)
+# that need the whole host wait for it (tests/integration/conftest.py: host_turn). Files in
+# collection order, long ones first (tests/conftest.py): xdist would otherwise send the
+# files with most tests first and leave the single-test minutes-long ones for last
 .venv/bin/python -m coverage run -m pytest -m "not slow" --durations=15 \
-  --numprocesses "${CDD_TEST_WORKERS:-2}" --dist loadfile "$@" || status=$?
+  --numprocesses "${CDD_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@" \
+  || status=$?
 .venv/bin/python -m coverage combine -q || true
 # per module; the whole default suite fails under the floor in pyproject.toml (which only ever
 # goes up), a chosen subset of tests cannot be held to it

@@ -62,6 +62,13 @@ class TimeSplit:
             terminalreporter.write_line(f"time split: {split}")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules of several minutes first: with the order kept (scripts/test.sh tells
+    pytest-xdist not to reorder) the two workers share them out early and end together,
+    instead of one worker running the last long module while the other sits idle."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     skip_guard.register(config, EXPECTED_SKIPS)
     config.pluginmanager.register(TimeSplit(), "cdd-time-split")

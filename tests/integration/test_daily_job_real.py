@@ -18,7 +18,7 @@ from tests.fakes.openapi import OpenApi
 from .conftest import MARKER_CHECK as CHECK
 from .conftest import Project
 
-pytestmark = pytest.mark.vagrant
+pytestmark = [pytest.mark.vagrant, pytest.mark.long]
 
 TOKEN = "ghs_DailyJobT0kenThatMustNeverBeSeen00000"
 

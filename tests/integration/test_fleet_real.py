@@ -35,7 +35,7 @@ from tests.postgres import Server
 from .conftest import MARKER_CHECK as CHECK
 from .conftest import Project, copy_pair, lxc_names, wait_for
 
-pytestmark = pytest.mark.vagrant
+pytestmark = [pytest.mark.vagrant, pytest.mark.long]
 
 TOKEN = "ghs_FleetRunnersT0kenThatMustNeverBeSeen0"
 

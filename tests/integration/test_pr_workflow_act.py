@@ -11,7 +11,7 @@ import pytest
 from . import act_runner
 from .act_runner import TOKEN, Days, git
 
-pytestmark = pytest.mark.vagrant
+pytestmark = [pytest.mark.vagrant, pytest.mark.long]
 
 # the runner's fixtures, for this module's tests
 github, act, days = act_runner.github, act_runner.act, act_runner.days

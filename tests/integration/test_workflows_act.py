@@ -18,7 +18,7 @@ from tests.fakes.github_server import GitHubServer
 from . import act_runner
 from .act_runner import CAUSE, TOKEN, Days
 
-pytestmark = pytest.mark.vagrant
+pytestmark = [pytest.mark.vagrant, pytest.mark.long]
 
 # the runner's fixtures, for this module's tests
 github, act, days = act_runner.github, act_runner.act, act_runner.days
