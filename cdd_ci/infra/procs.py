@@ -24,6 +24,10 @@ from cdd_ci.text import Scrubber
 GRACE = 3.0
 """Seconds between SIGTERM and SIGKILL to a timed-out process group."""
 _SETPRIV = shutil.which("setpriv")
+_NICE = shutil.which("nice")
+BACKGROUND = 10
+"""The niceness of a command nothing waits for yet (`vagrant --version` while the machines
+come up): it takes the CPU the builds leave idle rather than slowing them down."""
 
 
 def die_with_parent(argv: Sequence[str]) -> list[str]:
@@ -109,9 +113,10 @@ def run(
     log: LogSink | None = None,
     registry: Running | None = None,
     rearm: Rearm | None = None,
+    background: bool = False,
 ) -> CommandResult:
     """Run argv, killing its whole process group after `timeout` seconds (or `rearm`'s,
-    counted from its marker: streaming only).
+    counted from its marker: streaming only); `background` runs it at a lower priority.
 
     Output lines are passed to `on_line` and written to `log` as they arrive, so a long
     `vagrant up` can be followed live and its log survives a kill. stdout and stderr are
@@ -122,8 +127,9 @@ def run(
     started = time.monotonic()
     scrub = Scrubber.from_env(os.environ, env or {})
     streaming = on_line is not None or log is not None
+    command = [_NICE, "-n", str(BACKGROUND), *argv] if background and _NICE else list(argv)
     proc = subprocess.Popen(
-        die_with_parent(argv),
+        die_with_parent(command),
         cwd=cwd,
         env=dict(env) if env is not None else None,
         stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,

@@ -120,13 +120,15 @@ class VagrantCli:
         timeout: float,
         log: Path | _SplitLog | None = None,
         on_line: LineSink | None = None,
+        background: bool = False,
     ) -> CommandResult:
         deadline = time.monotonic() + timeout
         if isinstance(log, _SplitLog):
             deadline += log.provision.timeout
         for delay in LOCK_RETRIES:
             try:
-                return self._run_once(*args, timeout=timeout, log=log, on_line=on_line)
+                return self._run_once(*args, timeout=timeout, log=log, on_line=on_line,
+                                      background=background)
             except VagrantError as exc:
                 if LOCKED not in exc.output or time.monotonic() + delay >= deadline:
                     raise
@@ -134,7 +136,8 @@ class VagrantCli:
                 on_line(f"(machine locked by another Vagrant process: retrying in {delay:g} s)")
             time.sleep(delay)
             timeout = deadline - time.monotonic()
-        return self._run_once(*args, timeout=timeout, log=log, on_line=on_line)
+        return self._run_once(*args, timeout=timeout, log=log, on_line=on_line,
+                              background=background)
 
     def _run_once(
         self,
@@ -142,6 +145,7 @@ class VagrantCli:
         timeout: float,
         log: Path | _SplitLog | None = None,
         on_line: LineSink | None = None,
+        background: bool = False,
     ) -> CommandResult:
         argv = self._argv(*args)
         split = log if isinstance(log, _SplitLog) else None
@@ -154,6 +158,7 @@ class VagrantCli:
                 result = procs.run(
                     argv, timeout=timeout, cwd=self.directory, env=self.env,
                     log=sink, on_line=on_line, registry=self.registry, rearm=rearm,
+                    background=background,
                 )
         except procs.CommandTimeout as exc:
             action, output = split.blame(args, exc.output) if split else (_action(args),
@@ -213,13 +218,16 @@ class VagrantCli:
         # any provider's: a machine once made by another provider is still Vagrant's to destroy
         return any(self._machine_dir(machine).glob("*/id"))
 
+    # Version and plugins are asked while the machines come up, for the inventory at the end:
+    # their Ruby start-ups (1.5 s of CPU each) yield to the builds' on a busy host.
     def version(self, *, timeout: float) -> str:
-        out = self._run("--version", timeout=timeout).stdout.strip()
+        out = self._run("--version", timeout=timeout, background=True).stdout.strip()
         return out.removeprefix("Vagrant ").strip()
 
     def plugins(self, *, timeout: float) -> list[Package]:
         """The plugins this Vagrant loads, with their versions (a new one can break a build)."""
-        return parse_plugins(self._run("plugin", "list", timeout=timeout).stdout)
+        return parse_plugins(self._run("plugin", "list", timeout=timeout,
+                                       background=True).stdout)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ here=$(dirname "$0")
 echo "$@" >> "$here/calls"
 case "$1" in
   up)
+    nice > "$here/up-niceness"
     n=$(cat "$here/locked" 2>/dev/null || echo 0)
     if [ "$n" -gt 0 ]; then
       echo $((n - 1)) > "$here/locked"
@@ -41,7 +42,7 @@ case "$1" in
     echo "1,broker,state,running"
     echo "1,database,provider-name,lxc"
     echo "1,database,state,not_created" ;;
-  --version) echo "Vagrant 2.3.4" ;;
+  --version) nice > "$here/niceness"; echo "Vagrant 2.3.4" ;;
 esac
 """
 
@@ -166,6 +167,15 @@ def test_a_machine_is_known_while_vagrant_holds_its_id(tmp_path: Path,
 
 def test_version(tmp_path: Path, fake_vagrant: Path) -> None:
     assert cli(tmp_path).version(timeout=30) == "2.3.4"
+
+
+def test_what_only_the_inventory_waits_for_yields_the_cpu_to_the_builds(
+        tmp_path: Path, fake_vagrant: Path) -> None:
+    own = os.nice(0)
+    cli(tmp_path).version(timeout=30)
+    assert int((fake_vagrant / "niceness").read_text()) == own + procs.BACKGROUND
+    cli(tmp_path).up("broker", timeout=30, log=tmp_path / "up.log", on_line=lambda _: None)
+    assert int((fake_vagrant / "up-niceness").read_text()) == own  # builds at full speed
 
 
 @pytest.mark.parametrize(("output", "line"), [
