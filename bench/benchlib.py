@@ -1,10 +1,11 @@
 """What the benchmark scripts share: the environment, the tools under test, timing, cleanup.
 
 Every tool is measured on the same machines: `bench/env/Vagrantfile` (N Debian bookworm
-machines on the lxc provider, a trivial provisioner) and the same command checks. Each tool
-gets its own run id, so its containers are named `cdd-<run id>-<machine>` and only those are
-ever stopped or removed here. Figures are wall-clock seconds; a benchmark repeats each
-measurement side by side (one of each tool per round) and reports the median.
+machines on the lxc provider, or docker or libvirt where a benchmark takes --provider, a
+trivial provisioner) and the same command checks. Each tool gets its own run id, so its
+machines are named `cdd-<run id>-<machine>` and only those are ever stopped or removed here.
+Figures are wall-clock seconds; a benchmark repeats each measurement side by side (one of each
+tool per round) and reports the median.
 """
 
 from __future__ import annotations
@@ -200,9 +201,18 @@ def must(result: Timed, what: str) -> Timed:
 # -- the provider -----------------------------------------------------------------------
 
 
-def containers(run_id: str) -> list[str]:
-    """This run's lxc containers (and no one else's)."""
-    out = _output(["lxc-ls", "-1"])
+PROVIDERS = ("lxc", "docker", "libvirt")
+VIRSH = ("virsh", "-c", "qemu:///system")
+LISTINGS = {
+    "lxc": ("lxc-ls", "-1"),
+    "docker": ("docker", "ps", "-a", "--format", "{{.Names}}"),
+    "libvirt": (*VIRSH, "list", "--all", "--name"),
+}
+
+
+def containers(run_id: str, provider: str = "lxc") -> list[str]:
+    """This run's machines at the provider level (and no one else's)."""
+    out = _output(list(LISTINGS[provider]))
     return [n for n in out.split() if n.startswith(f"cdd-{run_id}-")]
 
 
@@ -216,15 +226,25 @@ def wait_gone(run_id: str, *, timeout: float = 300, interval: float = 0.05) -> f
     raise RuntimeError(f"containers of {run_id} still there after {timeout:.0f} s")
 
 
-def sweep(run_id: str) -> list[str]:
-    """Last resort after a failed benchmark: remove this run's containers, nothing else."""
-    left = containers(run_id)
+def sweep(run_id: str, provider: str = "lxc") -> list[str]:
+    """Last resort after a failed benchmark: remove this run's machines, nothing else."""
+    left = containers(run_id, provider)
     for name in left:
-        subprocess.run(["lxc-stop", "-k", "-n", name], capture_output=True, timeout=120,
-                       check=False)
-        subprocess.run(["lxc-destroy", "-f", "-n", name], capture_output=True, timeout=120,
-                       check=False)
+        for argv in _removal(provider, name):
+            subprocess.run(argv, capture_output=True, timeout=120, check=False)
+    if provider == "libvirt":  # the run's own private network (bench/env, vagrant/lib)
+        for verb in ("net-destroy", "net-undefine"):
+            subprocess.run([*VIRSH, verb, f"cdd-{run_id}-private"], capture_output=True,
+                           timeout=120, check=False)
     return left
+
+
+def _removal(provider: str, name: str) -> list[list[str]]:
+    if provider == "docker":
+        return [["docker", "rm", "-f", name]]
+    if provider == "libvirt":
+        return [[*VIRSH, "destroy", name], [*VIRSH, "undefine", name, "--remove-all-storage"]]
+    return [["lxc-stop", "-k", "-n", name], ["lxc-destroy", "-f", "-n", name]]
 
 
 # -- the environment under test ----------------------------------------------------------
@@ -238,6 +258,7 @@ class BenchEnv:
     count: int
     subnet: str
     state: Path
+    provider: str = "lxc"
 
     @property
     def machines(self) -> list[str]:
@@ -250,7 +271,7 @@ class BenchEnv:
             "CDD_BENCH_MACHINES": str(self.count),
             "CDD_SUBNET": self.subnet,
             "VAGRANT_DOTFILE_PATH": str(self.state / "vagrant"),
-            "VAGRANT_DEFAULT_PROVIDER": "lxc",
+            "VAGRANT_DEFAULT_PROVIDER": self.provider,
             "VAGRANT_CHECKPOINT_DISABLE": "1",
             "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
             "VAGRANT_NO_COLOR": "1",
@@ -271,6 +292,7 @@ class Project:
     subnet: str
     checks: list[str] = field(default_factory=list)
     extra: str = ""
+    provider: str = "lxc"
 
     def write(self) -> Path:
         lines = [
@@ -279,7 +301,7 @@ class Project:
             "[environment]",
             f'name = "bench{self.count}"',
             f"directory = {json.dumps(str(ENV_DIR))}",
-            'provider = "lxc"',
+            f'provider = "{self.provider}"',
             f"machines = {json.dumps(machines(self.count))}",
             f'env = {{ CDD_BENCH_MACHINES = "{self.count}", CDD_SUBNET = "{self.subnet}" }}',
             "",
@@ -311,7 +333,8 @@ class Project:
 
     def run_env(self, run_id: str) -> BenchEnv:
         """The same machines as cdd's run, for Vagrant commands of our own."""
-        return BenchEnv(run_id, self.count, self.subnet, self.root / ".cdd" / "runs" / run_id)
+        return BenchEnv(run_id, self.count, self.subnet, self.root / ".cdd" / "runs" / run_id,
+                        self.provider)
 
     def junit_durations(self) -> dict[str, float]:
         """`machine: testcase` -> seconds, from the run's report."""

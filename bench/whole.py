@@ -10,6 +10,9 @@ Also the provider's own figures from the same round: `vagrant up` and `vagrant d
 of the same machines (as timed inside the naive script's phases).
 
     python3 bench/whole.py [--checks 50] [--machines 2] [--repeat 3] [--dry-run]
+    python3 bench/whole.py --provider docker --no-molecule --no-naive-checks
+
+Molecule is measured on lxc only (its Vagrant driver's settings here are lxc's).
 """
 
 from __future__ import annotations
@@ -27,13 +30,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-naive-checks", action="store_true",
                    help="the naive script only brings the machines up and destroys them: the "
                         "provider alone, for cdd_over_provider")
-    return b.parse_checks(p, argv)
+    p.add_argument("--provider", choices=b.PROVIDERS, default="lxc",
+                   help="the machines' provider (default lxc; prepared by scripts/setup-host.sh)")
+    args = b.parse_checks(p, argv)
+    if args.provider != "lxc" and not args.no_molecule:
+        p.error("Molecule is measured on lxc only: add --no-molecule")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     commands = b.check_commands(args.checks // args.machines)
-    plan = [f"{args.repeat} rounds of, one after the other on {args.machines} machines with "
+    plan = [f"{args.repeat} rounds of, one after the other on {args.machines} {args.provider} "
+            f"machines with "
             f"{args.checks} checks: cdd run"
             + ("" if args.no_molecule else " | molecule test")
             + ("" if args.no_naive else " | naive script (up, checks, destroy timed apart)")]
@@ -50,14 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_molecule:
             b.ensure_molecule(log)
         def cdd_run(i: int) -> None:
-            project = b.Project(work / f"cdd{i}", args.machines, args.subnet, commands)
+            project = b.Project(work / f"cdd{i}", args.machines, args.subnet, commands,
+                                provider=args.provider)
             project.write()
             try:
                 times["cdd_run"].append(b.must(project.cdd("run", log=log), "cdd run").seconds)
                 phases.append(project.junit_durations())
             finally:
                 for run_id in project.run_ids():
-                    b.sweep(run_id)
+                    b.sweep(run_id, args.provider)
 
         def molecule_test(i: int) -> None:
             mol_id = b.new_run_id("mol")
@@ -71,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                 b.sweep(mol_id)
 
         def naive_script(i: int) -> None:
-            env = b.BenchEnv(b.new_run_id("sh"), args.machines, args.subnet, work / f"naive{i}")
+            env = b.BenchEnv(b.new_run_id("sh"), args.machines, args.subnet, work / f"naive{i}",
+                             args.provider)
             checks_file = b.write_checks_file(work / "checks.tsv", env, commands)
             naive = [str(b.NAIVE)]
             try:
@@ -89,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 times["vagrant_destroy"].append(down.seconds)
                 times["naive"].append(up.seconds + checks.seconds + down.seconds)
             finally:
-                b.sweep(env.run_id)
+                b.sweep(env.run_id, args.provider)
 
         tools = [cdd_run]
         tools += [] if args.no_molecule else [molecule_test]
@@ -105,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             b.say("  " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items() if v))
     med = {k: b.median(v) for k, v in times.items() if v}
     result: dict[str, object] = {
-        "benchmark": "whole", "host": b.host_info(), "checks": args.checks,
+        "benchmark": "whole", "host": b.host_info(), "provider": args.provider,
+        "checks": args.checks,
         "machines": args.machines, "repeat": args.repeat, "seconds": times, "median": med,
         "cdd_phases": phases, "naive_failures": naive_failures,
         "round_ratios": {

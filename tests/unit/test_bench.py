@@ -46,6 +46,8 @@ def test_run_dry_run_names_all_five_benchmarks() -> None:
     ["scale.py", "--counts", "1,x"],
     ["scale.py", "--counts", "0,2"],
     ["run.py", "nosuch"],
+    ["whole.py", "--provider", "nosuch"],
+    ["whole.py", "--provider", "docker"],  # Molecule's settings here are lxc's
 ])
 def test_bad_arguments_are_usage_errors(args: list[str]) -> None:
     assert bench(*args, "--dry-run").returncode == 2
