@@ -40,7 +40,7 @@ from cdd_ci.host.teardown import destroy_run
 from cdd_ci.infra import git
 from cdd_ci.infra.signals import Cancellation, Interrupted
 from cdd_ci.infra.ssh import Shell, Shells, SshError
-from cdd_ci.infra.vagrant import Provisioning, VagrantError
+from cdd_ci.infra.vagrant import BOOTED, Provisioning, VagrantError
 from cdd_ci.models import ENVIRONMENT, Package, Phase, RunResult, Status, StepResult
 from cdd_ci.report import junit
 from cdd_ci.report.progress import Display
@@ -129,8 +129,9 @@ class Lifecycle:
         self._directory: IO[str] | None = None
         self._ssh_config = ""
         self._ssh_configs: dict[str, Future[str]] = {}
-        """Each machine's `vagrant ssh-config`, asked while it provisions: a Ruby start-up
-        (1.5 s or more) that is then not on the critical path."""
+        """Each machine's `vagrant ssh-config`, asked as soon as it answers SSH: a Ruby
+        start-up (1.5 s or more) while Vagrant sets its hostname and provisions it, rather
+        than on the critical path between provisioning and the checks."""
         self._ssh_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ssh-config")
         self.hold_on_failure = hold_on_failure
         """Seconds to keep a failed environment for debugging (0: destroy as usual)."""
@@ -321,14 +322,18 @@ class Lifecycle:
                                          duration=provisioning[0][0] - started), wall)
             self._set_state(machine, "up")
             self._note_box(machine)
-            self._ssh_configs[machine] = self._ssh_pool.submit(
-                self._vagrant.ssh_config, [machine], timeout=SSH_OPEN_TIMEOUT)
+            self._ask_ssh_config(machine)
+
+        def on_line(text: str) -> None:
+            self.display.line(machine, text)
+            if BOOTED in text:
+                self._ask_ssh_config(machine)
 
         logs = self.log_dir / machine
         try:
             self._vagrant.up(
                 machine, timeout=self.config.timeouts.up, log=logs / "up.log",
-                on_line=lambda text: self.display.line(machine, text),
+                on_line=on_line,
                 provision=Provisioning(self.config.timeouts.provision, logs / "provision.log",
                                        came_up))
         except VagrantError as exc:
@@ -346,6 +351,14 @@ class Lifecycle:
         self._record_step(StepResult(Phase.PROVISION, machine, "provision", Status.PASSED,
                                      duration=time.monotonic() - since), at)
         self._set_state(machine, "provisioned")
+
+    def _ask_ssh_config(self, machine: str) -> None:
+        """Once per machine (a `vagrant up` retried on a locked machine prints it all again):
+        at Vagrant's "booted and ready", else as provisioning begins."""
+        with self._ledger_lock:
+            if machine not in self._ssh_configs:
+                self._ssh_configs[machine] = self._ssh_pool.submit(
+                    self._vagrant.ssh_config, [machine], timeout=SSH_OPEN_TIMEOUT)
 
     def connect(self) -> None:
         """One multiplexed SSH connection per machine that came up."""

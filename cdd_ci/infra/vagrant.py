@@ -27,6 +27,9 @@ LineSink = Callable[[str], None]
 PROVISIONING = "Running provisioner:"
 """Vagrant's line as a machine's first provisioner starts: where, in the output of one
 `vagrant up`, bringing the machine up ends and provisioning it begins."""
+BOOTED = "Machine booted and ready!"
+"""Vagrant's line once a machine answers SSH, before it sets the hostname and provisions:
+from here on `vagrant ssh-config` can say how to reach it."""
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,10 @@ class FakeEnvironment:
     status_asked: int = 0
     raise_in_up: BaseException | None = None
     calls: list[str] = field(default_factory=list)
+    provision_waits_for_ssh_config: bool = False
+    """Provisioning starts only once the machine's ssh-config was asked (or 5 s passed)."""
+    ssh_config_asked: set[str] = field(default_factory=set)
+    _asked: threading.Condition = field(default_factory=threading.Condition)
 
     def _name(self, machine: str) -> str:
         return machine_name(self.run_id, machine)
@@ -81,6 +85,10 @@ class FakeEnvironment:
         provision: Provisioning | None = None,
     ) -> None:
         self._up(machine, timeout=timeout, on_line=on_line)
+        if self.provision_waits_for_ssh_config:
+            with self._asked:
+                if not self._asked.wait_for(lambda: machine in self.ssh_config_asked, 5):
+                    self.calls.append(f"provision {machine} before its ssh-config was asked")
         if provision is not None:
             provision.started()
             self._provision(machine)
@@ -98,6 +106,7 @@ class FakeEnvironment:
             raise VagrantError(f"vagrant up timed out after {timeout:.0f} s")
         if machine in self.fail_up:
             raise VagrantError(f"vagrant up {machine} failed (exit 1): box not found")
+        on_line(f"==> {machine}: Machine booted and ready!")
 
     def _provision(self, machine: str) -> None:
         self.calls.append(f"provision {machine}")
@@ -107,6 +116,9 @@ class FakeEnvironment:
 
     def ssh_config(self, machines: list[str], *, timeout: float) -> str:
         self.calls.append("ssh-config")
+        with self._asked:
+            self.ssh_config_asked.update(machines)
+            self._asked.notify_all()
         # one address per machine whichever machines are asked for, as Vagrant's answer
         return "".join(f"Host {m}\n  HostName 10.0.0.{self.machines.index(m) + 1}\n"
                        "  User vagrant\n" for m in machines)

@@ -65,6 +65,7 @@ class World:
     fail_provision: set[str] = field(default_factory=set)
     fail_destroy: set[str] = field(default_factory=set)
     raise_in_up: BaseException | None = None
+    provision_waits_for_ssh_config: bool = False
     host_problem: str | None = None
     """What hostcheck would say of the provider on this 'host' (None: nothing wrong)."""
 
@@ -79,7 +80,9 @@ class World:
         def environment(ledger: Ledger, registry: procs.Running | None) -> FakeEnvironment:
             env = FakeEnvironment(self.host, ledger.run_id, ledger.machines,
                                   fail_up=self.fail_up, fail_provision=self.fail_provision,
-                                  fail_destroy=self.fail_destroy, raise_in_up=self.raise_in_up)
+                                  fail_destroy=self.fail_destroy, raise_in_up=self.raise_in_up,
+                                  provision_waits_for_ssh_config=(
+                                      self.provision_waits_for_ssh_config))
             self.environments.append(env)
             return env
 

@@ -40,6 +40,15 @@ def test_passing_run_goes_through_every_phase_in_order_and_leaves_nothing(tmp_pa
     assert result.vagrant_version == "0.0-fake"
 
 
+def test_how_to_reach_a_machine_is_asked_once_it_answers_ssh_not_after_provisioning(
+        tmp_path: Path) -> None:
+    world = World(provision_waits_for_ssh_config=True)
+    _, result = run(tmp_path, world)
+    assert result.exit_code() is ExitCode.OK
+    assert not [c for c in world.calls if "before its ssh-config" in c]
+    assert world.calls.count("ssh-config") == 2  # one each, never asked again
+
+
 def test_failing_check_exits_1_and_still_destroys(tmp_path: Path) -> None:
     world = World()
     world.shells["broker"].answers.insert(0, (r"^echo pong", _result(0, "pang\n")))
