@@ -40,7 +40,7 @@ from cdd_ci.host.teardown import destroy_run
 from cdd_ci.infra import git
 from cdd_ci.infra.signals import Cancellation, Interrupted
 from cdd_ci.infra.ssh import Shell, Shells, SshError
-from cdd_ci.infra.vagrant import BOOTED, Provisioning, VagrantError
+from cdd_ci.infra.vagrant import BOOTED, Installation, Provisioning, VagrantError
 from cdd_ci.models import ENVIRONMENT, Package, Phase, RunResult, Status, StepResult
 from cdd_ci.report import junit
 from cdd_ci.report.progress import Display
@@ -294,14 +294,12 @@ class Lifecycle:
         machines = self.config.environment.machines
         self.display.phase(f"up: {', '.join(machines)} ({self.config.environment.provider})")
         workers = len(machines) if self.config.environment.parallel else 1
-        with ThreadPoolExecutor(max_workers=workers + 2) as pool:
-            # `vagrant --version` and `vagrant plugin list` are Ruby start-ups of their own
-            # (1.5 s or more each): asked while the machines come up, not after
-            version = pool.submit(self._version)
-            plugins = pool.submit(self._plugins)
+        with ThreadPoolExecutor(max_workers=workers + 1) as pool:
+            # a Ruby start-up of its own: asked while the machines come up, not after
+            installation = pool.submit(self._installation)
             list(pool.map(self._up_one, machines))
-        self.result.vagrant_version = version.result()
-        self._plugin_list = plugins.result()
+        self.result.vagrant_version = installation.result().version
+        self._plugin_list = list(installation.result().plugins)
         if self.cancellation.cancelled:
             raise Interrupted(self.cancellation.signame)
 
@@ -609,17 +607,11 @@ class Lifecycle:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         (self.config.report_dir / "junit.xml").unlink(missing_ok=True)
 
-    def _version(self) -> str:
+    def _installation(self) -> Installation:
         try:
-            return self._vagrant.version(timeout=30)
+            return self._vagrant.installation(timeout=self.config.timeouts.inventory)
         except VagrantError:
-            return ""
-
-    def _plugins(self) -> list[Package]:
-        try:
-            return self._vagrant.plugins(timeout=self.config.timeouts.inventory)
-        except VagrantError:
-            return []
+            return Installation("", ())  # the inventory informs: a run never fails for it
 
     def _keep_ssh_config(self) -> None:
         if self._ssh_config and all(self.ledger.machine_states.get(m) == "provisioned"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cdd_ci.infra.providers import ListingFailed, Resource, machine_name
 from cdd_ci.infra.ssh import SshError
-from cdd_ci.infra.vagrant import MachineStatus, Provisioning, VagrantError
+from cdd_ci.infra.vagrant import Installation, MachineStatus, Provisioning, VagrantError
 from cdd_ci.models import CommandResult, Package
 
 
@@ -143,14 +143,12 @@ class FakeEnvironment:
         with self.host.lock:
             return self._name(machine) in self.host.machines or machine in self.stale_id
 
-    def version(self, *, timeout: float) -> str:
-        return "0.0-fake"
+    def installation(self, *, timeout: float) -> Installation:
+        return Installation("0.0-fake", (Package("vagrant-fake", "0.1"),))
 
     def box(self, machine: str) -> str:
         return "fake/box 1.0" if self._name(machine) in self.host.machines else ""
 
-    def plugins(self, *, timeout: float) -> list[Package]:
-        return [Package("vagrant-fake", "0.1")]
 
 
 @dataclass

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from cdd_ci.infra import procs
-from cdd_ci.infra.vagrant import Provisioning, VagrantCli, VagrantError, last_error_line
+from cdd_ci.infra.vagrant import (
+    Installation,
+    Provisioning,
+    VagrantCli,
+    VagrantError,
+    last_error_line,
+)
+from cdd_ci.models import Package
 
 SCRIPT = """#!/bin/sh
 # a stand-in for vagrant, driven by files in its directory
@@ -42,7 +49,10 @@ case "$1" in
     echo "1,broker,state,running"
     echo "1,database,provider-name,lxc"
     echo "1,database,state,not_created" ;;
-  --version) nice > "$here/niceness"; echo "Vagrant 2.3.4" ;;
+  --version) echo "Vagrant 2.3.4" ;;
+  plugin)
+    nice > "$here/niceness"
+    echo "vagrant-lxc (1.4.3, system)" ;;
 esac
 """
 
@@ -165,14 +175,16 @@ def test_a_machine_is_known_while_vagrant_holds_its_id(tmp_path: Path,
     assert not vagrant.known("broker") and not vagrant.known("database")
 
 
-def test_version(tmp_path: Path, fake_vagrant: Path) -> None:
-    assert cli(tmp_path).version(timeout=30) == "2.3.4"
+def test_the_installation_is_vagrants_version_and_plugins(tmp_path: Path,
+                                                         fake_vagrant: Path) -> None:
+    assert cli(tmp_path).installation(timeout=30) == Installation(
+        "2.3.4", (Package("vagrant-lxc", "1.4.3"),))
 
 
 def test_what_only_the_inventory_waits_for_yields_the_cpu_to_the_builds(
         tmp_path: Path, fake_vagrant: Path) -> None:
     own = os.nice(0)
-    cli(tmp_path).version(timeout=30)
+    cli(tmp_path).installation(timeout=30)
     assert int((fake_vagrant / "niceness").read_text()) == own + procs.BACKGROUND
     cli(tmp_path).up("broker", timeout=30, log=tmp_path / "up.log", on_line=lambda _: None)
     assert int((fake_vagrant / "up-niceness").read_text()) == own  # builds at full speed
