@@ -128,11 +128,13 @@ class Lifecycle:
         self._open: dict[str, Shell] = {}
         self._directory: IO[str] | None = None
         self._ssh_config = ""
-        self._ssh_configs: dict[str, Future[str]] = {}
-        """Each machine's `vagrant ssh-config`, asked as soon as it answers SSH: a Ruby
-        start-up (1.5 s or more) while Vagrant sets its hostname and provisions it, rather
-        than on the critical path between provisioning and the checks."""
-        self._ssh_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ssh-config")
+        self._booted: set[str] = set()
+        self._ssh_config_answer: Future[str] | None = None
+        """`vagrant ssh-config` of every machine, asked once the last one answers SSH: one
+        Ruby start-up (1.5 s of CPU or more) for the whole environment, while Vagrant sets
+        hostnames and provisions, rather than on the path between provisioning and the
+        checks (which wait for the last machine anyway)."""
+        self._ssh_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ssh-config")
         self.hold_on_failure = hold_on_failure
         """Seconds to keep a failed environment for debugging (0: destroy as usual)."""
         self.clock = clock
@@ -351,12 +353,15 @@ class Lifecycle:
         self._set_state(machine, "provisioned")
 
     def _ask_ssh_config(self, machine: str) -> None:
-        """Once per machine (a `vagrant up` retried on a locked machine prints it all again):
-        at Vagrant's "booted and ready", else as provisioning begins."""
+        """The machine answers SSH (Vagrant's "booted and ready", else its provisioning
+        began); once all of them do, their ssh-config is asked, once (a `vagrant up` retried
+        on a locked machine prints it all again)."""
+        machines = self.config.environment.machines
         with self._ledger_lock:
-            if machine not in self._ssh_configs:
-                self._ssh_configs[machine] = self._ssh_pool.submit(
-                    self._vagrant.ssh_config, [machine], timeout=SSH_OPEN_TIMEOUT)
+            self._booted.add(machine)
+            if self._ssh_config_answer is None and self._booted.issuperset(machines):
+                self._ssh_config_answer = self._ssh_pool.submit(
+                    self._vagrant.ssh_config, list(machines), timeout=SSH_OPEN_TIMEOUT)
 
     def connect(self) -> None:
         """One multiplexed SSH connection per machine that came up."""
@@ -386,15 +391,17 @@ class Lifecycle:
             list(pool.map(open_one, ready))
 
     def _asked_ssh_config(self, machines: list[str]) -> str:
-        """What `vagrant ssh-config` said of each machine while it provisioned; asked again,
-        once for all, if any of those answers failed."""
+        """What `vagrant ssh-config` said while the machines provisioned; asked now, for
+        the machines that are ready, if it was never asked (one of them did not come up)
+        or its answer failed."""
         try:
-            return "".join(self._ssh_configs[m].result(timeout=SSH_OPEN_TIMEOUT)
-                           for m in machines)
-        except (KeyError, VagrantError, TimeoutError):
-            return self._vagrant.ssh_config(machines, timeout=SSH_OPEN_TIMEOUT)
+            if self._ssh_config_answer is not None:
+                return self._ssh_config_answer.result(timeout=SSH_OPEN_TIMEOUT)
+        except (VagrantError, TimeoutError):
+            pass  # asked again below, as if never asked
         finally:
             self._ssh_pool.shutdown(wait=False, cancel_futures=True)
+        return self._vagrant.ssh_config(machines, timeout=SSH_OPEN_TIMEOUT)
 
     def check(self) -> None:
         if not self.config.checks or self._failed_before_checks():
