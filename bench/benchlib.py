@@ -227,24 +227,16 @@ def wait_gone(run_id: str, *, timeout: float = 300, interval: float = 0.05) -> f
 
 
 def sweep(run_id: str, provider: str = "lxc") -> list[str]:
-    """Last resort after a failed benchmark: remove this run's machines, nothing else."""
+    """Last resort after a failed benchmark: remove this run's machines (and on libvirt its
+    private network), nothing else, with the removal commands of the cdd under test."""
+    from cdd_ci.infra.providers import DRIVERS
+
     left = containers(run_id, provider)
-    for name in left:
-        for argv in _removal(provider, name):
+    network = [f"cdd-{run_id}-private"] if provider == "libvirt" else []  # vagrant/lib
+    for name in left + network:
+        for argv in DRIVERS[provider].remove_argvs(name):
             subprocess.run(argv, capture_output=True, timeout=120, check=False)
-    if provider == "libvirt":  # the run's own private network (bench/env, vagrant/lib)
-        for verb in ("net-destroy", "net-undefine"):
-            subprocess.run([*VIRSH, verb, f"cdd-{run_id}-private"], capture_output=True,
-                           timeout=120, check=False)
     return left
-
-
-def _removal(provider: str, name: str) -> list[list[str]]:
-    if provider == "docker":
-        return [["docker", "rm", "-f", name]]
-    if provider == "libvirt":
-        return [[*VIRSH, "destroy", name], [*VIRSH, "undefine", name, "--remove-all-storage"]]
-    return [["lxc-stop", "-k", "-n", name], ["lxc-destroy", "-f", "-n", name]]
 
 
 # -- the environment under test ----------------------------------------------------------
