@@ -298,10 +298,11 @@ class Lifecycle:
         workers = len(machines) if self.config.environment.parallel else 1
         with ThreadPoolExecutor(max_workers=workers + 1) as pool:
             # a Ruby start-up of its own: asked while the machines come up, not after
-            installation = pool.submit(self._installation)
+            asked = pool.submit(self._installation)
             list(pool.map(self._up_one, machines))
-        self.result.vagrant_version = installation.result().version
-        self._plugin_list = list(installation.result().plugins)
+        installation = asked.result()
+        self.result.vagrant_version = installation.version
+        self._plugin_list = list(installation.plugins)
         if self.cancellation.cancelled:
             raise Interrupted(self.cancellation.signame)
 

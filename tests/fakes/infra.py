@@ -150,7 +150,6 @@ class FakeEnvironment:
         return "fake/box 1.0" if self._name(machine) in self.host.machines else ""
 
 
-
 @dataclass
 class FakeShell:
     """A machine's shell: commands matched by regular expression to canned answers."""
