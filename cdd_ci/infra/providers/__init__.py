@@ -7,7 +7,8 @@ provider's own listing finds it, and the provider's own tools remove it. One mod
 provider says how (`lxc.py`, `docker.py`, `libvirt.py`, `virtualbox.py`); this one holds
 what they share and is the only one the rest of cdd calls.
 
-A provider whose tool is not installed has nothing on this host (`available()`). A listing
+A provider whose tool is not installed, or whose daemon is not running, has nothing on
+this host to sweep (`available()`); a run that used it still asks it (`find`). A listing
 that fails or times out is `ListingFailed`, never "nothing there": a verification that had
 not looked must not say that nothing is left. The run id embeds its start time (UTC), so a
 machine found here with no ledger anywhere still has an age (`started_at`), which is what
@@ -44,8 +45,8 @@ RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 0.0)
 
 
 def available() -> list[str]:
-    """The providers whose tools are installed here: the only ones that can have machines."""
-    return [name for name, driver in DRIVERS.items() if driver.installed()]
+    """The providers in service here (tool installed, daemon running): the ones to sweep."""
+    return [name for name, driver in DRIVERS.items() if driver.in_service()]
 
 
 def find(provider: str, run_ids: Sequence[str] | None = None) -> list[Resource]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import re
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,9 +53,32 @@ class Driver:
     listing: Callable[[], list[Resource]]
     stop_argv: Callable[[str], list[str]]
     remove_argvs: Callable[[str], list[list[str]]]
+    sockets: Callable[[], list[str]] = lambda: []
+    """The daemon's Unix sockets, any of which answering means it runs (none: no daemon)."""
 
     def installed(self) -> bool:
         return shutil.which(self.tool()) is not None
+
+    def in_service(self) -> bool:
+        """Installed, and its daemon (if it has one) is running.
+
+        A runner often carries a provider's client without its daemon (a docker CLI in the
+        image, libvirt's clients pulled in by another package); nothing of that provider can
+        be created there, and its listing only fails.
+        """
+        paths = self.sockets()
+        return self.installed() and (not paths or any(answers(p) for p in paths))
+
+
+def answers(path: str) -> bool:
+    """A Unix socket that something listens on (absent or refused: no daemon)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def lines(provider: str, argv: list[str]) -> list[str]:

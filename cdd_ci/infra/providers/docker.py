@@ -3,6 +3,7 @@ through untouched, so they are found by label even where the name is not cdd's."
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from cdd_ci.infra.providers.base import NAME_RE, Driver, Resource, lines
@@ -11,6 +12,12 @@ from cdd_ci.infra.providers.base import NAME_RE, Driver, Resource, lines
 def executable() -> str:
     # the distribution's client matches its daemon; a newer static one may sit earlier on PATH
     return "/usr/bin/docker" if shutil.which("/usr/bin/docker") else "docker"
+
+
+def _sockets() -> list[str]:
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    # a remote daemon (tcp://, ssh://) is judged by its listing, not by a local socket
+    return [host.removeprefix("unix://")] if host.startswith("unix://") else []
 
 
 def _list() -> list[Resource]:
@@ -34,4 +41,5 @@ DRIVER = Driver(
     listing=_list,
     stop_argv=lambda name: [executable(), "kill", name],
     remove_argvs=lambda name: [[executable(), "rm", "-f", "-v", name]],
+    sockets=_sockets,
 )

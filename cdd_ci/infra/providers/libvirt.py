@@ -15,6 +15,8 @@ VIRSH = ["virsh", "-c", "qemu:///system"]
 POOL = "default"
 NETWORK_SUFFIX = "-private"
 VOLUME_SUFFIXES = (".img", ".qcow2", ".raw")
+SOCKETS = ["/var/run/libvirt/libvirt-sock", "/var/run/libvirt/virtqemud-sock"]
+"""The monolithic daemon's socket and the modular QEMU daemon's: either serves qemu:///system."""
 
 
 def _domains() -> list[str]:
@@ -77,4 +79,5 @@ DRIVER = Driver(
     listing=_list,
     stop_argv=_stop_argv,
     remove_argvs=_remove_argvs,
+    sockets=lambda: SOCKETS,
 )
