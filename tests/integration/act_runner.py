@@ -111,6 +111,38 @@ runs:
 """
 
 
+# act's lines that say how a run went: a failure message shows them first, as the whole output
+# is long and a CI log keeps only its start and its end
+VERDICTS = ("❌", "❗", "🏁", "Summary - ", "Error: ", "exit status")
+
+
+def told(output: str) -> str:
+    """What act said of the run (its verdict lines), then the whole output."""
+    verdicts = [line for line in output.splitlines() if any(v in line for v in VERDICTS)]
+    return "\n".join(["act's verdicts:", *verdicts, "the whole output:", output])
+
+
+def summaries(output: str) -> str:
+    """The job summaries act shows (GitHub shows them on the run's page): from its
+    "Summary - " line to the next line act prefixes with its job.
+
+    What a failed step says is asserted here, not in its log lines: act (0.2.89, self-hosted
+    mode) returns from a failed step without draining its terminal, so the last lines it
+    printed are sometimes lost, more often on a loaded host; the summary is read from its
+    file."""
+    kept: list[str] = []
+    inside = False
+    for line in output.splitlines():
+        if "Summary - " in line:
+            inside = True
+            kept.append(line.split("Summary - ", 1)[1])
+        elif inside and not line.startswith("["):
+            kept.append(line)
+        else:
+            inside = False
+    return "\n".join(kept)
+
+
 def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", "-c", "user.name=cdd test", "-c", "user.email=t@example.com",
                            *args], cwd=cwd, capture_output=True, text=True, timeout=120,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from . import act_runner
-from .act_runner import TOKEN, Days, git
+from .act_runner import TOKEN, Days, git, summaries, told
 
 pytestmark = [pytest.mark.vagrant, pytest.mark.long]
 
@@ -40,28 +40,12 @@ def pull_request(days: Days, number: int, branch: str, path: str, text: str,
         git(days.origin, "checkout", "--quiet", "main")
 
 
-def summary_lines(output: str) -> str:
-    """The job summaries act shows (GitHub shows them on the run's page): from its
-    "Summary - " line to the next line act prefixes with its job."""
-    kept: list[str] = []
-    inside = False
-    for line in output.splitlines():
-        if "Summary - " in line:
-            inside = True
-            kept.append(line.split("Summary - ", 1)[1])
-        elif inside and not line.startswith("["):
-            kept.append(line)
-        else:
-            inside = False
-    return "\n".join(kept)
-
-
 def test_pull_request_workflow_builds_what_changed_and_names_mains_failures(
         days: Days) -> None:
     # main is broken: its scheduled run opens the issue
     days.break_alpha()
     code, output = days.run()
-    assert code != 0, output
+    assert code != 0, told(output)
     (issue,) = days.github.real_issues()
     before = len(days.github.requests)
 
@@ -70,24 +54,23 @@ def test_pull_request_workflow_builds_what_changed_and_names_mains_failures(
     vagrantfile = (days.origin / "vagrant/pair/Vagrantfile").read_text()
     code, output = pull_request(days, 41, "tidy-pair", "vagrant/pair/Vagrantfile",
                                 vagrantfile + "# tidied\n")
-    assert code != 0, output  # the required check fails: the environment does not pass
-    assert "already failing on main" in summary_lines(output), output
-    assert f"#{issue['number']}" in summary_lines(output), output
-    assert f"issues: already failing on main: #{issue['number']}" in output, output
+    assert code != 0, told(output)  # the required check fails: the environment does not pass
+    assert "already failing on main" in summaries(output), told(output)
+    assert f"#{issue['number']}" in summaries(output), told(output)
     assert not WRITES & {r.operation for r in days.github.requests[before:]}
     assert len(days.github.real_issues()) == 1
-    assert list(days.artifacts.glob("cdd-reports-pair-pr41-*/junit.xml")), output
+    assert list(days.artifacts.glob("cdd-reports-pair-pr41-*/junit.xml")), told(output)
 
     # a pull request touching no environment builds none, and the required check passes
     code, output = pull_request(days, 42, "readme", "README.md", "# cloud\n")
-    assert code == 0, output
-    assert "environments to build: 0, their jobs: skipped" in output, output
+    assert code == 0, told(output)
+    assert "environments to build: 0, their jobs: skipped" in output, told(output)
 
     # a fork's pull request never runs on the team's runners: the required check says so
     code, output = pull_request(days, 43, "stranger", "vagrant/pair/Vagrantfile",
                                 vagrantfile + "# a stranger's change\n", head="stranger/cloud")
-    assert code != 0, output
-    assert "none built: push the branch here" in output, output
+    assert code != 0, told(output)
+    assert "none built: a fork's pull request does not run" in summaries(output), told(output)
 
     texts = [output, issue["body"], *days.github.comment_bodies(issue["number"])]
     assert all(TOKEN not in t for t in texts)

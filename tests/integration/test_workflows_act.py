@@ -16,7 +16,7 @@ import pytest
 from tests.fakes.github_server import GitHubServer
 
 from . import act_runner
-from .act_runner import CAUSE, TOKEN, Days
+from .act_runner import CAUSE, TOKEN, Days, told
 
 pytestmark = [pytest.mark.vagrant, pytest.mark.long]
 
@@ -41,13 +41,13 @@ def age_by_a_day(github: GitHubServer, number: int) -> None:
 
 def test_daily_workflow_opens_comments_and_closes_the_issue(days: Days) -> None:
     code, output = days.run()
-    assert code == 0, output  # day 0: green, the run every later day compares with
+    assert code == 0, told(output)  # day 0: green, the run every later day compares with
 
     days.break_alpha()
     code, output = days.run()
-    assert code != 0, output
+    assert code != 0, told(output)
     issues = days.github.real_issues()
-    assert len(issues) == 1, output
+    assert len(issues) == 1, told(output)
     issue = issues[0]
     # the headline of what failed is apt's line, not Vagrant's boilerplate after it
     what_failed = issue["body"].split("## What failed", 1)[1]
@@ -63,10 +63,10 @@ def test_daily_workflow_opens_comments_and_closes_the_issue(days: Days) -> None:
                 (days.origin / "vagrant/pair/Vagrantfile").read_text().replace(
                     "Version: 1.0", "Version: 1.1", 1))
     code, output = days.run()
-    assert code != 0, output
+    assert code != 0, told(output)
     assert len(days.github.real_issues()) == 1
     comments = days.github.comment_bodies(issue["number"])
-    assert len(comments) == 1, output
+    assert len(comments) == 1, told(output)
     assert "Failed again" in comments[0] and CAUSE in comments[0], comments[0]
     assert "Since the last green run" in comments[0] and "2 commits" in comments[0], comments[0]
     # beta provisioned (alpha did not, so its packages are not listed): its tool's new version
@@ -76,12 +76,12 @@ def test_daily_workflow_opens_comments_and_closes_the_issue(days: Days) -> None:
     days.mend_alpha()
     for _ in (3, 4):
         code, output = days.run()
-        assert code == 0, output
+        assert code == 0, told(output)
     closed = days.github.real_issues()
-    assert len(closed) == 1 and closed[0]["state"] == "closed", output
+    assert len(closed) == 1 and closed[0]["state"] == "closed", told(output)
     assert "Recovered" in days.github.comment_bodies(issue["number"])[-1]
     # the upload step ran after each day's run, as its `if: always()` asks
-    assert list(days.artifacts.glob("cdd-reports-pair-*/junit.xml")), output
+    assert list(days.artifacts.glob("cdd-reports-pair-*/junit.xml")), told(output)
 
     texts = [output, *(i["body"] for i in closed), *days.github.comment_bodies(issue["number"])]
     assert all(TOKEN not in t for t in texts)
