@@ -356,11 +356,12 @@ class Lifecycle:
     def _ask_ssh_config(self, machine: str) -> None:
         """The machine answers SSH (Vagrant's "booted and ready", else its provisioning
         began); once all of them do, their ssh-config is asked, once (a `vagrant up` retried
-        on a locked machine prints it all again)."""
+        on a locked machine prints it all again), unless their own `vagrant up` writes it."""
         machines = self.config.environment.machines
         with self._ledger_lock:
             self._booted.add(machine)
-            if self._ssh_config_answer is None and self._booted.issuperset(machines):
+            if self._ssh_config_answer is None and self._booted.issuperset(machines) \
+                    and not self._vagrant.writes_ssh_config():
                 self._ssh_config_answer = self._ssh_pool.submit(
                     self._vagrant.ssh_config, list(machines), timeout=SSH_OPEN_TIMEOUT)
 
@@ -392,9 +393,13 @@ class Lifecycle:
             list(pool.map(open_one, ready))
 
     def _asked_ssh_config(self, machines: list[str]) -> str:
-        """What `vagrant ssh-config` said while the machines provisioned; asked now, for
-        the machines that are ready, if it was never asked (one of them did not come up)
-        or its answer failed."""
+        """What the machines' `vagrant up` wrote of how to reach them, else what `vagrant
+        ssh-config` said while they provisioned; asked now, for the machines that are ready,
+        if it was never asked (one of them did not come up) or its answer failed."""
+        written = self._vagrant.ssh_config_written(machines)
+        if written:
+            self._ssh_pool.shutdown(wait=False, cancel_futures=True)
+            return written
         try:
             if self._ssh_config_answer is not None:
                 return self._ssh_config_answer.result(timeout=SSH_OPEN_TIMEOUT)

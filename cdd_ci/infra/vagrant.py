@@ -30,6 +30,9 @@ PROVISIONING = "Running provisioner:"
 BOOTED = "Machine booted and ready!"
 """Vagrant's line once a machine answers SSH, before it sets the hostname and provisions:
 from here on `vagrant ssh-config` can say how to reach it."""
+SSH_CONFIG_DIR = "CDD_SSH_CONFIG_DIR"
+"""Where a Vagrantfile that loads vagrant/lib/cdd_env.rb has each machine's `vagrant up`
+write its ssh-config once done: under the run's own Vagrant state directory."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,14 @@ class Environment(Protocol):
 
     def ssh_config(self, machines: list[str], *, timeout: float) -> str: ...
 
+    def writes_ssh_config(self) -> bool:
+        """The Vagrantfile has each machine's `vagrant up` write its ssh-config
+        (vagrant/lib/cdd_env.rb), so nobody need ask it meanwhile."""
+
+    def ssh_config_written(self, machines: list[str]) -> str | None:
+        """What the machines' own `vagrant up` wrote of how to reach them, if it wrote it
+        for every one of them (as `vagrant ssh-config` would print it)."""
+
     def status(self, *, timeout: float) -> list[MachineStatus]: ...
 
     def destroy(self, machine: str, *, timeout: float, log: Path | None = None) -> None: ...
@@ -117,6 +128,8 @@ class VagrantCli:
         self.provider = provider
         self.env = dict(env)
         self.registry = registry
+        self._written = self._data_dir() / "cdd-ssh-config"
+        self.env[SSH_CONFIG_DIR] = str(self._written)
         self._pv = python_vagrant.Vagrant(root=str(directory), env=self.env)
 
     def _argv(self, *args: str) -> list[str]:
@@ -199,6 +212,15 @@ class VagrantCli:
     def ssh_config(self, machines: list[str], *, timeout: float) -> str:
         return self._run("ssh-config", *machines, timeout=timeout).stdout
 
+    def writes_ssh_config(self) -> bool:
+        return self._written.is_dir()  # made when the Vagrantfile is read
+
+    def ssh_config_written(self, machines: list[str]) -> str | None:
+        try:
+            return "".join((self._written / m).read_text(encoding="utf-8") for m in machines)
+        except (OSError, UnicodeDecodeError):
+            return None
+
     def status(self, *, timeout: float) -> list[MachineStatus]:
         out = self._run("status", "--machine-readable", timeout=timeout).stdout
         return [
@@ -211,10 +233,12 @@ class VagrantCli:
         # `destroy -f` of a machine that was never created, or is gone, exits 0: idempotent
         self._run("destroy", "-f", machine, timeout=timeout, log=log)
 
-    def _machine_dir(self, machine: str) -> Path:
+    def _data_dir(self) -> Path:
         # a relative VAGRANT_DOTFILE_PATH is relative to the Vagrantfile's directory
-        data_dir = self.directory / (self.env.get("VAGRANT_DOTFILE_PATH") or ".vagrant")
-        return data_dir / "machines" / machine
+        return self.directory / (self.env.get("VAGRANT_DOTFILE_PATH") or ".vagrant")
+
+    def _machine_dir(self, machine: str) -> Path:
+        return self._data_dir() / "machines" / machine
 
     def box(self, machine: str) -> str:
         """The box a created machine was made from, as Vagrant recorded it ("" if none)."""

@@ -75,6 +75,11 @@ class FakeEnvironment:
     provision_waits_for_ssh_config: bool = False
     """Provisioning starts only once the machine's ssh-config was asked (or 5 s passed)."""
     ssh_config_asked: set[str] = field(default_factory=set)
+    writes_at_up: bool = False
+    """The Vagrantfile has each `vagrant up` write its machine's ssh-config (cdd_env.rb)."""
+    fail_write: set[str] = field(default_factory=set)
+    """Machines whose `vagrant up` could not write it (cdd asks Vagrant instead)."""
+    written: dict[str, str] = field(default_factory=dict)
     _asked: threading.Condition = field(default_factory=threading.Condition)
 
     def _name(self, machine: str) -> str:
@@ -92,6 +97,8 @@ class FakeEnvironment:
         if provision is not None:
             provision.started()
             self._provision(machine)
+        if self.writes_at_up and machine not in self.fail_write:
+            self.written[machine] = self._how_to_reach(machine)
 
     def _up(self, machine: str, *, timeout: float, on_line: Callable[[str], None]) -> None:
         self.calls.append(f"up {machine}")
@@ -119,9 +126,20 @@ class FakeEnvironment:
         with self._asked:
             self.ssh_config_asked.update(machines)
             self._asked.notify_all()
+        return "".join(self._how_to_reach(m) for m in machines)
+
+    def _how_to_reach(self, machine: str) -> str:
         # one address per machine whichever machines are asked for, as Vagrant's answer
-        return "".join(f"Host {m}\n  HostName 10.0.0.{self.machines.index(m) + 1}\n"
-                       "  User vagrant\n" for m in machines)
+        return f"Host {machine}\n  HostName 10.0.0.{self.machines.index(machine) + 1}\n" \
+            "  User vagrant\n"
+
+    def writes_ssh_config(self) -> bool:
+        return self.writes_at_up
+
+    def ssh_config_written(self, machines: list[str]) -> str | None:
+        if not all(m in self.written for m in machines):
+            return None
+        return "".join(self.written[m] for m in machines)
 
     def status(self, *, timeout: float) -> list[MachineStatus]:
         self.status_asked += 1

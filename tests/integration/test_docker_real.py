@@ -41,6 +41,9 @@ def test_passing_run_on_docker(docker_pair: Project) -> None:
     assert sshd.find("failure") is None and sshd.find("error") is None
     props = {p.get("name"): p.get("value") for p in root.iter("property")}
     assert props["provider"] == "docker"
+    provisioned = (docker_pair.root / "reports" / "logs" / "alpha" / "provision.log").read_text()
+    assert "cdd: writing how to reach the machine" in provisioned, provisioned
+    assert "could not write how to reach" not in provisioned, provisioned
     assert docker_pair.left_running(docker_pair.run_ids()) == []
     # Vagrant's private network goes with the last machine
     networks = subprocess.run([DOCKER, "network", "ls", "--format", "{{.Name}}"],

@@ -50,6 +50,12 @@ def test_passing_run(pair: Project, junit_schema: etree.XMLSchema) -> None:
     assert junit_schema.validate(report), junit_schema.error_log
     logs = pair.root / "reports" / "logs"
     assert "Running provisioner" in (logs / "alpha" / "provision.log").read_text()
+    # each machine's `vagrant up` wrote how to reach it (vagrant/lib/cdd_env.rb): no Vagrant
+    # start-up of its own to ask it
+    for machine in ("alpha", "beta"):
+        provisioned = (logs / machine / "provision.log").read_text()
+        assert "cdd: writing how to reach the machine" in provisioned, provisioned
+        assert "could not write how to reach" not in provisioned, provisioned
     assert "provisioned alpha" in (logs / "alpha" / "etc_cdd-test").read_text()
     assert (logs / "beta" / "journal.log").stat().st_size > 0
     assert pair.left_running(pair.run_ids()) == []

@@ -66,6 +66,8 @@ class World:
     fail_destroy: set[str] = field(default_factory=set)
     raise_in_up: BaseException | None = None
     provision_waits_for_ssh_config: bool = False
+    writes_at_up: bool = False
+    fail_write: set[str] = field(default_factory=set)
     host_problem: str | None = None
     """What hostcheck would say of the provider on this 'host' (None: nothing wrong)."""
 
@@ -82,7 +84,8 @@ class World:
                                   fail_up=self.fail_up, fail_provision=self.fail_provision,
                                   fail_destroy=self.fail_destroy, raise_in_up=self.raise_in_up,
                                   provision_waits_for_ssh_config=(
-                                      self.provision_waits_for_ssh_config))
+                                      self.provision_waits_for_ssh_config),
+                                  writes_at_up=self.writes_at_up, fail_write=self.fail_write)
             self.environments.append(env)
             return env
 

@@ -49,6 +49,24 @@ def test_how_to_reach_a_machine_is_asked_once_it_answers_ssh_not_after_provision
     assert world.calls.count("ssh-config") == 1  # for all machines, never asked again
 
 
+def test_what_each_vagrant_up_wrote_of_reaching_its_machine_is_used_and_vagrant_not_asked(
+        tmp_path: Path) -> None:
+    world = World(writes_at_up=True)
+    _, result = run(tmp_path, world)
+    assert result.exit_code() is ExitCode.OK
+    assert [s.status for s in result.steps if s.phase is Phase.CHECK] \
+        and all(s.status is Status.PASSED for s in result.steps if s.phase is Phase.CHECK)
+    assert "ssh-config" not in world.calls
+
+
+def test_a_machine_whose_vagrant_up_wrote_nothing_has_vagrant_asked_once_after_the_build(
+        tmp_path: Path) -> None:
+    world = World(writes_at_up=True, fail_write={"database"})
+    _, result = run(tmp_path, world)
+    assert result.exit_code() is ExitCode.OK
+    assert world.calls.count("ssh-config") == 1
+
+
 def test_failing_check_exits_1_and_still_destroys(tmp_path: Path) -> None:
     world = World()
     world.shells["broker"].answers.insert(0, (r"^echo pong", _result(0, "pang\n")))

@@ -14,12 +14,18 @@
 #   CDD_LXC_BRIDGE  host bridge for the private network with lxc (default cddbr0, made by
 #                   scripts/setup-host.sh).
 #   CDD_BOX         box for virtualbox and libvirt (default debian/bookworm64).
+#   CDD_SSH_CONFIG_DIR  set by cdd: each machine's `vagrant up` writes there, once it is done,
+#                   what `vagrant ssh-config <machine>` would print, so that cdd need not start
+#                   Vagrant once more to ask it (a Ruby start-up on the run's critical path).
+#                   The directory exists as soon as a Vagrantfile loading this file is read.
 #
 # A docker provider block only for machines given `docker: true` (openstack-base): the others need
 # systemd in the guest (and docker-swarm a Docker daemon of its own), which the sshd-as-PID-1
 # image cannot give.
 
+require "fileutils"
 require "open3"
+require "stringio"
 require "tempfile"
 
 module CddEnv
@@ -108,6 +114,37 @@ module CddEnv
     # Provisioning scripts are uploaded by the shell provisioner; nothing needs a shared folder
     # (and libvirt would otherwise want NFS).
     config.vm.synced_folder ".", "/vagrant", disabled: true
+    ssh_config_after_up(config, ENV["CDD_SSH_CONFIG_DIR"].to_s)
+  end
+
+  # What `vagrant ssh-config <machine>` prints, written to dir/<machine> by the `vagrant up`
+  # that built the machine: Vagrant's own ssh-config command, run in this process with its
+  # output kept (cdd runs one machine per `vagrant up`, so nothing else prints meanwhile).
+  # Nothing written, cdd asks `vagrant ssh-config` as it would of any Vagrantfile; so a
+  # failure here never fails the machine.
+  def self.ssh_config_after_up(config, dir)
+    return if dir.empty?
+
+    FileUtils.mkdir_p(dir)
+    config.trigger.after :up do |t|
+      t.name = "cdd: writing how to reach the machine"
+      t.ruby do |env, machine|
+        require Vagrant.source_root.join("plugins/commands/ssh_config/command").to_s
+        kept = StringIO.new
+        stdout, $stdout = $stdout, kept
+        begin
+          VagrantPlugins::CommandSSHConfig::Command.new([machine.name.to_s], env).execute
+        ensure
+          $stdout = stdout
+        end
+        path = File.join(dir, machine.name.to_s)
+        File.write("#{path}.new", kept.string)
+        File.rename("#{path}.new", path)
+      rescue StandardError => e
+        env.ui.warn("cdd: could not write how to reach #{machine.name} (#{e.message.lines.first&.strip}): " \
+                    "cdd will ask `vagrant ssh-config`")
+      end
+    end
   end
 
   # One machine's provider blocks. spec: octet, memory (MiB), cpus, and nesting: true for a

@@ -43,7 +43,12 @@ case "$1" in
         echo "The SSH command responded with a non-zero exit status." >&2; exit 1
       fi
       echo "==> $2: provisioned" ;;
-    esac ;;
+    esac
+    # a Vagrantfile that loads vagrant/lib/cdd_env.rb: its directory, then the machine's file
+    if [ -f "$here/writes-ssh-config" ]; then
+      mkdir -p "$CDD_SSH_CONFIG_DIR"
+      printf 'Host %s\n  HostName 10.0.3.9\n' "$2" > "$CDD_SSH_CONFIG_DIR/$2"
+    fi ;;
   status)
     echo "1,broker,provider-name,lxc"
     echo "1,broker,state,running"
@@ -209,3 +214,24 @@ def test_an_lxc_container_without_an_address_is_explained() -> None:
     line = last_error_line(output)
     assert line.startswith("There was an error executing lxc-info (the container got no IP")
     assert "dnsmasq" in line and "\n" not in line
+
+
+def test_what_each_vagrant_up_wrote_of_reaching_its_machine_is_read_from_the_run_s_state(
+        tmp_path: Path, fake_vagrant: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAGRANT_DOTFILE_PATH", str(tmp_path / "run" / "vagrant"))
+    vagrant = cli(tmp_path)
+    assert not vagrant.writes_ssh_config()
+    vagrant.up("broker", timeout=30, log=tmp_path / "up.log", on_line=lambda _: None)
+    assert not vagrant.writes_ssh_config()
+    assert vagrant.ssh_config_written(["broker"]) is None  # a Vagrantfile that does not
+
+    (fake_vagrant / "writes-ssh-config").touch()
+    vagrant.up("broker", timeout=30, log=tmp_path / "up.log", on_line=lambda _: None)
+    assert vagrant.writes_ssh_config()
+    assert (tmp_path / "run" / "vagrant" / "cdd-ssh-config" / "broker").is_file()
+    assert vagrant.ssh_config_written(["broker"]) == "Host broker\n  HostName 10.0.3.9\n"
+    assert vagrant.ssh_config_written(["broker", "database"]) is None  # not for every one
+    vagrant.up("database", timeout=30, log=tmp_path / "up.log", on_line=lambda _: None)
+    assert vagrant.ssh_config_written(["broker", "database"]) == (
+        "Host broker\n  HostName 10.0.3.9\nHost database\n  HostName 10.0.3.9\n")
+    assert "ssh-config" not in (fake_vagrant / "calls").read_text()
