@@ -396,11 +396,10 @@ class Lifecycle:
         """What the machines' `vagrant up` wrote of how to reach them, else what `vagrant
         ssh-config` said while they provisioned; asked now, for the machines that are ready,
         if it was never asked (one of them did not come up) or its answer failed."""
-        written = self._vagrant.ssh_config_written(machines)
-        if written:
-            self._ssh_pool.shutdown(wait=False, cancel_futures=True)
-            return written
         try:
+            written = self._vagrant.ssh_config_written(machines)
+            if written:
+                return written
             if self._ssh_config_answer is not None:
                 return self._ssh_config_answer.result(timeout=SSH_OPEN_TIMEOUT)
         except (VagrantError, TimeoutError):
