@@ -40,7 +40,7 @@ from cdd_ci.host.teardown import destroy_run
 from cdd_ci.infra import git
 from cdd_ci.infra.signals import Cancellation, Interrupted
 from cdd_ci.infra.ssh import Shell, Shells, SshError
-from cdd_ci.infra.vagrant import BOOTED, Installation, Provisioning, VagrantError
+from cdd_ci.infra.vagrant import BOOTED, Installation, MachineUp, Provisioning, VagrantError
 from cdd_ci.models import ENVIRONMENT, Package, Phase, RunResult, Status, StepResult
 from cdd_ci.report import junit
 from cdd_ci.report.progress import Display
@@ -292,14 +292,20 @@ class Lifecycle:
             ))
 
     def up(self) -> None:
-        """Create and provision every machine, in parallel where the provider allows."""
+        """Create and provision every machine, in parallel where the provider allows: in
+        one `vagrant up` where Vagrant builds them on threads, else one each."""
         machines = self.config.environment.machines
         self.display.phase(f"up: {', '.join(machines)} ({self.config.environment.provider})")
-        workers = len(machines) if self.config.environment.parallel else 1
+        parallel = self.config.environment.parallel
+        together = parallel and len(machines) > 1 and self._vagrant.builds_together()
+        workers = len(machines) if parallel and not together else 1
         with ThreadPoolExecutor(max_workers=workers + 1) as pool:
             # a Ruby start-up of its own: asked while the machines come up, not after
             asked = pool.submit(self._installation)
-            list(pool.map(self._up_one, machines))
+            if together:
+                self._up_together(machines)
+            else:
+                list(pool.map(self._up_one, machines))
         installation = asked.result()
         self.result.vagrant_version = installation.version
         self._plugin_list = list(installation.plugins)
@@ -313,45 +319,27 @@ class Lifecycle:
         its own timeout and log."""
         if self.cancellation.cancelled:
             return
-        started, wall = time.monotonic(), self.clock()
-        provisioning: list[tuple[float, float]] = []
-        """When provisioning began (monotonic, wall clock): set once the machine is up."""
-
-        def came_up() -> None:
-            provisioning.append((time.monotonic(), self.clock()))
-            self._record_step(StepResult(Phase.UP, machine, "up", Status.PASSED,
-                                         duration=provisioning[0][0] - started), wall)
-            self._set_state(machine, "up")
-            self._note_box(machine)
-            self._ask_ssh_config(machine)
-
-        def on_line(text: str) -> None:
-            self.display.line(machine, text)
-            if BOOTED in text:
-                self._ask_ssh_config(machine)
-
-        logs = self.log_dir / machine
+        build = _Build(self, machine)
         try:
-            self._vagrant.up(
-                machine, timeout=self.config.timeouts.up, log=logs / "up.log",
-                on_line=on_line,
-                provision=Provisioning(self.config.timeouts.provision, logs / "provision.log",
-                                       came_up))
+            self._vagrant.up(machine, timeout=self.config.timeouts.up, log=build.want.log,
+                             on_line=build.want.on_line, provision=build.want.provision)
         except VagrantError as exc:
-            if self.cancellation.cancelled:
-                return  # killed on purpose: not a failure of the environment
-            phase, since, at = (Phase.PROVISION, *provisioning[0]) if provisioning else \
-                (Phase.UP, started, wall)
-            self._record_step(StepResult(phase, machine, phase.value, Status.ERROR,
-                                         duration=time.monotonic() - since, message=str(exc),
-                                         output=exc.output[-20_000:]), at)
+            build.failed(exc)
             return
-        if not provisioning:
-            came_up()  # a Vagrantfile without provisioners
-        since, at = provisioning[0]
-        self._record_step(StepResult(Phase.PROVISION, machine, "provision", Status.PASSED,
-                                     duration=time.monotonic() - since), at)
-        self._set_state(machine, "provisioned")
+        build.succeeded()
+
+    def _up_together(self, machines: list[str]) -> None:
+        """The same, all machines in one `vagrant up`: the same steps and logs per machine."""
+        if self.cancellation.cancelled:
+            return
+        builds = [_Build(self, m) for m in machines]
+        failed = self._vagrant.up_together([b.want for b in builds],
+                                           timeout=self.config.timeouts.up)
+        for build in builds:
+            if build.want.name in failed:
+                build.failed(failed[build.want.name])
+            else:
+                build.succeeded()
 
     def _ask_ssh_config(self, machine: str) -> None:
         """The machine answers SSH (Vagrant's "booted and ready", else its provisioning
@@ -647,3 +635,57 @@ class Lifecycle:
         with self._ledger_lock:
             self.ledger.machine_states[machine] = state
             self.store.write(self.ledger)
+
+
+class _Build:
+    """One machine's way through `vagrant up`, as the report tells it: an up step until its
+    first provisioner starts, then a provision step, each timed from its own start."""
+
+    def __init__(self, run: Lifecycle, machine: str) -> None:
+        self.run = run
+        self.started, self.wall = time.monotonic(), run.clock()
+        self.provisioning: tuple[float, float] | None = None
+        """When provisioning began (monotonic, wall clock): set once the machine is up."""
+        logs = run.log_dir / machine
+        self.want = MachineUp(
+            machine, logs / "up.log", self._on_line,
+            Provisioning(run.config.timeouts.provision, logs / "provision.log", self.came_up),
+            finished=self.succeeded)
+        self.told = False
+
+    def came_up(self) -> None:
+        run, machine = self.run, self.want.name
+        self.provisioning = (time.monotonic(), run.clock())
+        run._record_step(StepResult(Phase.UP, machine, "up", Status.PASSED,
+                                    duration=self.provisioning[0] - self.started), self.wall)
+        run._set_state(machine, "up")
+        run._note_box(machine)
+        run._ask_ssh_config(machine)
+
+    def _on_line(self, text: str) -> None:
+        self.run.display.line(self.want.name, text)
+        if BOOTED in text:
+            self.run._ask_ssh_config(self.want.name)
+
+    def failed(self, exc: VagrantError) -> None:
+        if self.run.cancellation.cancelled or self.told:
+            return  # killed on purpose: not a failure of the environment
+        self.told = True
+        phase, (since, at) = (Phase.PROVISION, self.provisioning) if self.provisioning else \
+            (Phase.UP, (self.started, self.wall))
+        self.run._record_step(StepResult(phase, self.want.name, phase.value, Status.ERROR,
+                                         duration=time.monotonic() - since, message=str(exc),
+                                         output=exc.output[-20_000:]), at)
+
+    def succeeded(self) -> None:
+        """Told as soon as it is known: the machines built with it may still be building."""
+        if self.told:
+            return
+        self.told = True
+        if self.provisioning is None:
+            self.came_up()  # a Vagrantfile without provisioners
+        assert self.provisioning is not None
+        since, at = self.provisioning
+        self.run._record_step(StepResult(Phase.PROVISION, self.want.name, "provision",
+                                         Status.PASSED, duration=time.monotonic() - since), at)
+        self.run._set_state(self.want.name, "provisioned")

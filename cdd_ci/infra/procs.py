@@ -25,6 +25,7 @@ GRACE = 3.0
 """Seconds between SIGTERM and SIGKILL to a timed-out process group."""
 _SETPRIV = shutil.which("setpriv")
 _NICE = shutil.which("nice")
+OVERDUE_POLL = 0.25
 BACKGROUND = 10
 """The niceness of a command nothing waits for yet (`vagrant --version` while the machines
 come up): it takes the CPU the builds leave idle rather than slowing them down."""
@@ -113,10 +114,13 @@ def run(
     log: LogSink | None = None,
     registry: Running | None = None,
     rearm: Rearm | None = None,
+    overdue: Callable[[], bool] | None = None,
     background: bool = False,
 ) -> CommandResult:
     """Run argv, killing its whole process group after `timeout` seconds (or `rearm`'s,
-    counted from its marker: streaming only); `background` runs it at a lower priority.
+    counted from its marker), or as soon as `overdue()` says so (asked every
+    OVERDUE_POLL seconds: the caller keeps deadlines of its own); those two when
+    streaming only. `background` runs it at a lower priority.
 
     Output lines are passed to `on_line` and written to `log` as they arrive, so a long
     `vagrant up` can be followed live and its log survives a kill. stdout and stderr are
@@ -144,7 +148,7 @@ def run(
     try:
         if streaming:
             out, err = _stream(proc, timeout, argv, input_text, on_line, log, scrub,
-                               rearm), ""
+                               rearm, overdue), ""
         else:
             try:
                 out, err = proc.communicate(input_text, timeout=timeout)
@@ -179,9 +183,11 @@ def _stream(
     log: LogSink | None,
     scrub: Scrubber,
     rearm: Rearm | None = None,
+    overdue: Callable[[], bool] | None = None,
 ) -> str:
     lines: list[str] = []
     timed_out = threading.Event()
+    ended = threading.Event()
 
     def expire() -> None:
         timed_out.set()
@@ -193,7 +199,16 @@ def _stream(
         timer.start()
         return timer
 
+    def watch(check: Callable[[], bool]) -> None:
+        while not ended.wait(OVERDUE_POLL):
+            if check():
+                expire()
+                return
+
     timer = start(timeout)
+    if overdue is not None:
+        threading.Thread(target=watch, args=(overdue,), daemon=True,
+                         name="overdue").start()
     try:
         if input_text is not None and proc.stdin is not None:
             proc.stdin.write(input_text)
@@ -214,6 +229,7 @@ def _stream(
                 on_line(line.rstrip("\n"))
         proc.wait()
     finally:
+        ended.set()
         timer.cancel()
     if timed_out.is_set():
         raise CommandTimeout(argv, timeout, "".join(lines[-200:]))

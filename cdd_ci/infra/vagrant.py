@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +19,15 @@ from typing import IO, Protocol
 
 import vagrant as python_vagrant
 from cdd_ci.infra import procs
+from cdd_ci.infra.vagrant_batch import PROVISIONING as PROVISIONING
+from cdd_ci.infra.vagrant_batch import MachineUp as MachineUp
+from cdd_ci.infra.vagrant_batch import Provisioning as Provisioning
+from cdd_ci.infra.vagrant_batch import SharedUp, Stopped
 from cdd_ci.models import CommandResult, Package
 from cdd_ci.report import cause
 
 LineSink = Callable[[str], None]
 
-PROVISIONING = "Running provisioner:"
-"""Vagrant's line as a machine's first provisioner starts: where, in the output of one
-`vagrant up`, bringing the machine up ends and provisioning it begins."""
 BOOTED = "Machine booted and ready!"
 """Vagrant's line once a machine answers SSH, before it sets the hostname and provisions:
 from here on `vagrant ssh-config` can say how to reach it."""
@@ -35,15 +36,12 @@ SSH_CONFIG_DIR = "CDD_SSH_CONFIG_DIR"
 write its ssh-config once done: under the run's own Vagrant state directory."""
 
 
-@dataclass(frozen=True)
-class Provisioning:
-    """For `up`: provision in the same Vagrant process (a separate `vagrant provision` is
-    one more Ruby start-up, 1.5 s or more, on each machine's critical path). Provisioning
-    keeps its own timeout and log, and `started` is called as it begins."""
-
-    timeout: float
-    log: Path
-    started: Callable[[], None]
+BUILT_TOGETHER = frozenset({"docker", "libvirt"})
+"""Providers whose machines one `vagrant up` builds in parallel, on threads of one Ruby
+process (their plugins say `parallel: true`), which costs less CPU than a process per
+machine: see infra/vagrant_batch.py. vagrant-lxc says so too, but its machines take each
+other's lock from inside their actions (LOCK_RETRIES): they keep a process each, where a
+locked machine can be retried alone. VirtualBox's plugin builds one machine after another."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +89,15 @@ class Environment(Protocol):
            provision: Provisioning | None = None) -> None:
         """Create and boot the machine; with `provision`, provision it too. A failure
         after provisioning began raises as `vagrant provision` would have."""
+
+    def builds_together(self) -> bool:
+        """One `vagrant up` builds all the machines in parallel (`up_together`)."""
+
+    def up_together(self, machines: Sequence[MachineUp], *, timeout: float) \
+            -> dict[str, VagrantError]:
+        """Create, boot and provision the machines in one Vagrant process; what failed, by
+        machine, each as its own `up` or `provision` would have failed. A machine that
+        overruns its phase's timeout stops them all (the others are told why)."""
 
     def ssh_config(self, machines: list[str], *, timeout: float) -> str: ...
 
@@ -208,6 +215,27 @@ class VagrantCli:
         with _SplitLog(log, provision) as split:
             self._run("up", machine, f"--provider={self.provider}", "--provision",
                       timeout=timeout, log=split, on_line=on_line)
+
+    def builds_together(self) -> bool:
+        return self.provider in BUILT_TOGETHER
+
+    def up_together(self, machines: Sequence[MachineUp], *, timeout: float) \
+            -> dict[str, VagrantError]:
+        args = ("up", *(m.name for m in machines), f"--provider={self.provider}",
+                "--provision", "--parallel")
+        with SharedUp(machines, timeout) as shared:
+            shared.header(f"$ {' '.join(['vagrant', *args])}\n")
+            try:
+                result = procs.run(
+                    self._argv(*args), timeout=shared.longest(), cwd=self.directory,
+                    env=self.env, log=shared, registry=self.registry, overdue=shared.overdue)
+            except procs.CommandTimeout:
+                return {s.machine: _stopped_error(s) for s in shared.killed()}
+            except OSError as exc:
+                raise VagrantError(f"cannot run vagrant: {exc}") from None
+            return {s.machine: VagrantError(failure_message(s.action, result.exit_code,
+                                                            s.output), s.output)
+                    for s in shared.stopped(result.exit_code)}
 
     def ssh_config(self, machines: list[str], *, timeout: float) -> str:
         return self._run("ssh-config", *machines, timeout=timeout).stdout
@@ -419,6 +447,23 @@ def failure_message(action: str, exit_code: int, output: str) -> str:
     if not why:
         return f"vagrant {action} failed (exit {exit_code}) with no output"
     return f"{_with_cause(why)} (vagrant {action} exited {exit_code})"
+
+
+def _stopped_error(stopped: Stopped) -> VagrantError:
+    """A machine of a shared `vagrant up` killed for a deadline, its own or another's, or
+    one that had failed before."""
+    if stopped.timed_out is not None:
+        doing = cause.running(stopped.output)
+        return VagrantError(f"vagrant {stopped.action} timed out after "
+                            f"{stopped.timed_out:.0f} s"
+                            + (f" while running: {doing}" if doing else ""), stopped.output)
+    if stopped.killed_for:
+        return VagrantError(f"vagrant {stopped.action} stopped unfinished: the one `vagrant "
+                            f"up` building every machine was killed when "
+                            f"{stopped.killed_for} overran its timeout", stopped.output)
+    # it had failed already, and Vagrant was killed before it could say more
+    return VagrantError(f"{last_error_line(stopped.output)} (vagrant {stopped.action} failed)",
+                        stopped.output)
 
 
 def _action(args: tuple[str, ...]) -> str:

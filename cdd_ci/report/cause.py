@@ -34,6 +34,8 @@ _BOILERPLATE = [
         "environment variable VAGRANT_LOG to DEBUG.",
         "The following SSH command responded with a non-zero exit status. Vagrant assumes "
         "that this means the command failed!",
+        # one `vagrant up` of several machines, as one of them fails
+        "An error occurred. The error will be shown after all tasks complete.",
     )
 ]
 

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from cdd_ci.infra.providers import ListingFailed, Resource, machine_name
 from cdd_ci.infra.ssh import SshError
-from cdd_ci.infra.vagrant import Installation, MachineStatus, Provisioning, VagrantError
+from cdd_ci.infra.vagrant import (
+    Installation,
+    MachineStatus,
+    MachineUp,
+    Provisioning,
+    VagrantError,
+)
 from cdd_ci.models import CommandResult, Package
 
 
@@ -80,6 +86,8 @@ class FakeEnvironment:
     fail_write: set[str] = field(default_factory=set)
     """Machines whose `vagrant up` could not write it (cdd asks Vagrant instead)."""
     written: dict[str, str] = field(default_factory=dict)
+    together: bool = False
+    """The provider builds every machine in one `vagrant up` (docker, libvirt)."""
     _asked: threading.Condition = field(default_factory=threading.Condition)
 
     def _name(self, machine: str) -> str:
@@ -99,6 +107,28 @@ class FakeEnvironment:
             self._provision(machine)
         if self.writes_at_up and machine not in self.fail_write:
             self.written[machine] = self._how_to_reach(machine)
+
+    def builds_together(self) -> bool:
+        return self.together
+
+    def up_together(self, machines: Sequence[MachineUp], *, timeout: float) \
+            -> dict[str, VagrantError]:
+        self.calls.append(f"up together {' '.join(m.name for m in machines)}")
+        failed: dict[str, VagrantError] = {}
+
+        def one(m: MachineUp) -> None:
+            try:
+                self.up(m.name, timeout=timeout, log=m.log, on_line=m.on_line,
+                        provision=m.provision)
+            except VagrantError as exc:
+                failed[m.name] = exc
+
+        threads = [threading.Thread(target=one, args=(m,)) for m in machines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return failed
 
     def _up(self, machine: str, *, timeout: float, on_line: Callable[[str], None]) -> None:
         self.calls.append(f"up {machine}")

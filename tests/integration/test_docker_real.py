@@ -41,7 +41,11 @@ def test_passing_run_on_docker(docker_pair: Project) -> None:
     assert sshd.find("failure") is None and sshd.find("error") is None
     props = {p.get("name"): p.get("value") for p in root.iter("property")}
     assert props["provider"] == "docker"
-    provisioned = (docker_pair.root / "reports" / "logs" / "alpha" / "provision.log").read_text()
+    logs = docker_pair.root / "reports" / "logs"
+    # one `vagrant up` built both machines (docker builds them on threads of one process)
+    assert (logs / "beta" / "up.log").read_text().startswith(
+        "$ vagrant up alpha beta --provider=docker --provision --parallel\n")
+    provisioned = (logs / "alpha" / "provision.log").read_text()
     assert "cdd: writing how to reach the machine" in provisioned, provisioned
     assert "could not write how to reach" not in provisioned, provisioned
     assert docker_pair.left_running(docker_pair.run_ids()) == []
@@ -60,4 +64,29 @@ def test_a_stopped_service_fails_its_check_on_docker(docker_pair: Project) -> No
 
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "no such service" in proc.stdout
+    assert docker_pair.left_running(docker_pair.run_ids()) == []
+
+
+def test_one_vagrant_up_of_both_still_tells_each_machine_s_failure(docker_pair: Project) -> None:
+    config = docker_pair.root / "cdd.toml"
+    config.write_text(config.read_text()
+                      .replace('machines = ["alpha", "beta"]',
+                               'machines = ["alpha", "beta"]\n'
+                               'env = { CDD_TEST_CAUSE = "alpha=package beta=hang" }')
+                      .replace("provision = 300", "provision = 20"))
+
+    proc = docker_pair.cdd("run")
+
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    root = ET.parse(docker_pair.root / "reports" / "junit.xml").getroot()
+    errors = {c.get("classname"): (c.find("error").get("message") or "")
+              for c in root.iter("testcase") if c.find("error") is not None}
+    # each machine its own cause: alpha's package (Vagrant killed before it could close
+    # with its error), beta's hang cut at its own timeout
+    assert errors["pair.alpha.provision"] == ("E: Unable to locate package cdd-no-such-package "
+                                              "(vagrant provision alpha failed)")
+    assert errors["pair.beta.provision"] == ("vagrant provision beta timed out after 20 s "
+                                             "while running: waiting for the cluster to form")
+    beta = (docker_pair.root / "reports" / "logs" / "beta" / "provision.log").read_text()
+    assert "cdd-no-such-package" not in beta, beta
     assert docker_pair.left_running(docker_pair.run_ids()) == []

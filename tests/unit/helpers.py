@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +70,7 @@ class World:
     provision_waits_for_ssh_config: bool = False
     writes_at_up: bool = False
     fail_write: set[str] = field(default_factory=set)
+    together: bool = False
     host_problem: str | None = None
     """What hostcheck would say of the provider on this 'host' (None: nothing wrong)."""
 
@@ -85,7 +88,8 @@ class World:
                                   fail_destroy=self.fail_destroy, raise_in_up=self.raise_in_up,
                                   provision_waits_for_ssh_config=(
                                       self.provision_waits_for_ssh_config),
-                                  writes_at_up=self.writes_at_up, fail_write=self.fail_write)
+                                  writes_at_up=self.writes_at_up, fail_write=self.fail_write,
+                                  together=self.together)
             self.environments.append(env)
             return env
 
@@ -98,3 +102,12 @@ class World:
     @property
     def calls(self) -> list[str]:
         return [c for env in self.environments for c in env.calls]
+
+
+def survives(pid: int) -> str:
+    """The state of a process a timeout should have killed ("" or "Z" if it is gone: a
+    zombie waiting for init to reap it is dead)."""
+    time.sleep(0.2)
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True,
+                           text=True, check=False).stdout.strip()
+    return "" if state == "Z" else state

@@ -67,6 +67,20 @@ def test_a_machine_whose_vagrant_up_wrote_nothing_has_vagrant_asked_once_after_t
     assert world.calls.count("ssh-config") == 1
 
 
+def test_a_provider_that_builds_in_one_vagrant_up_is_reported_machine_by_machine(
+        tmp_path: Path) -> None:
+    world = World(together=True, fail_provision={"database"})
+    _, result = run(tmp_path, world)
+    assert [c for c in world.calls if c.startswith("up together")] == \
+        ["up together broker database"]
+    assert result.exit_code() is ExitCode.INFRASTRUCTURE
+    assert sorted((s.machine, s.phase.value, s.status.value) for s in result.steps
+                  if s.phase in (Phase.UP, Phase.PROVISION)) == [
+        ("broker", "provision", "passed"), ("broker", "up", "passed"),
+        ("database", "provision", "error"), ("database", "up", "passed")]
+    assert world.host.machines == {}
+
+
 def test_failing_check_exits_1_and_still_destroys(tmp_path: Path) -> None:
     world = World()
     world.shells["broker"].answers.insert(0, (r"^echo pong", _result(0, "pang\n")))

@@ -118,10 +118,12 @@ module CddEnv
   end
 
   # What `vagrant ssh-config <machine>` prints, written to dir/<machine> by the `vagrant up`
-  # that built the machine: Vagrant's own ssh-config command, run in this process with its
-  # output kept (cdd runs one machine per `vagrant up`, so nothing else prints meanwhile).
-  # Nothing written, cdd asks `vagrant ssh-config` as it would of any Vagrantfile; so a
-  # failure here never fails the machine.
+  # that built the machine: Vagrant's own ssh-config command, run in this process with what
+  # it prints kept. Kept from the command itself, not from $stdout: one `vagrant up` builds
+  # several machines on threads, and their lines must still reach the terminal. The trigger's
+  # name line is also how cdd knows the machine is finished. Nothing written, cdd asks
+  # `vagrant ssh-config` as it would of any Vagrantfile; so a failure here never fails the
+  # machine.
   def self.ssh_config_after_up(config, dir)
     return if dir.empty?
 
@@ -131,12 +133,9 @@ module CddEnv
       t.ruby do |env, machine|
         require Vagrant.source_root.join("plugins/commands/ssh_config/command").to_s
         kept = StringIO.new
-        stdout, $stdout = $stdout, kept
-        begin
-          VagrantPlugins::CommandSSHConfig::Command.new([machine.name.to_s], env).execute
-        ensure
-          $stdout = stdout
-        end
+        command = VagrantPlugins::CommandSSHConfig::Command.new([machine.name.to_s], env)
+        command.define_singleton_method(:safe_puts) { |message = nil, _opts = nil| kept.puts(message || "") }
+        command.execute
         path = File.join(dir, machine.name.to_s)
         File.write("#{path}.new", kept.string)
         File.rename("#{path}.new", path)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from cdd_ci.infra.vagrant import (
     last_error_line,
 )
 from cdd_ci.models import Package
+from tests.unit.helpers import survives
 
 SCRIPT = """#!/bin/sh
 # a stand-in for vagrant, driven by files in its directory
@@ -147,10 +146,7 @@ def test_timeout_kills_the_whole_process_tree(tmp_path: Path, fake_vagrant: Path
     with pytest.raises(VagrantError, match="timed out after 1 s"):
         cli(tmp_path).up("broker", timeout=1, log=tmp_path / "up.log", on_line=lambda _: None)
     child = int((fake_vagrant / "child").read_text())
-    time.sleep(0.2)
-    alive = subprocess.run(["ps", "-o", "stat=", "-p", str(child)], capture_output=True,
-                           text=True, check=False).stdout.strip()
-    assert alive in ("", "Z"), f"grandchild {child} survived the timeout ({alive})"
+    assert not survives(child), f"grandchild {child} survived the timeout"
 
 
 def test_status_is_parsed(tmp_path: Path, fake_vagrant: Path) -> None:
