@@ -174,8 +174,8 @@ class SharedUp:
         if self._errors:
             self._closing_error(line, text)
             return len(text)
-        matched = self._prefix.match(line) or _BRINGING.match(line)
-        if matched is None:
+        machine = self._machine_of(line)
+        if machine is None:
             self._shared.append(text)
             if line == _ALL_ERRORS:
                 self._errors = True
@@ -185,8 +185,6 @@ class SharedUp:
                 if machine.building:
                     machine.write(text)
             return len(text)
-        machine = self._machines[matched.group(1) if matched.re is self._prefix
-                                 else matched.group("machine")]
         self._follow(machine, line)
         machine.lines.append(text)
         machine.write(text)
@@ -195,6 +193,13 @@ class SharedUp:
 
     def flush(self) -> None:
         pass  # every machine's log is flushed line by line
+
+    def _machine_of(self, line: str) -> _Machine | None:
+        prefixed = self._prefix.match(line)
+        if prefixed is not None:
+            return self._machines[prefixed.group(1)]
+        bringing = _BRINGING.match(line)
+        return self._machines.get(bringing.group("machine")) if bringing else None
 
     def _follow(self, machine: _Machine, line: str) -> None:
         if PROVISIONING in line and machine.stage is Stage.UP:
