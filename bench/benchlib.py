@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shlex
 import shutil
@@ -173,22 +174,29 @@ class Timed:
     seconds: float
     returncode: int
     output: str
+    cpu: float = 0.0
+    """CPU seconds (user + system) of the command and every process it waited for: what
+    the tool itself took from the machines it builds (QEMU and containers are the daemons'
+    children, not counted). Steadier than the wall clock on a host shared with others."""
 
 
 def timed(argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
           timeout: float = 1800, log: Path | None = None) -> Timed:
-    """Run argv to the end; wall-clock seconds, exit status and merged output."""
+    """Run argv to the end; wall-clock seconds, CPU seconds, exit status and merged output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           errors="replace", timeout=timeout, check=False)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a", encoding="utf-8") as fh:
             fh.write(f"$ {shlex.join(argv)}  # {seconds:.2f} s, exit {proc.returncode}\n")
             fh.write(proc.stdout)
-    return Timed(seconds, proc.returncode, proc.stdout)
+    return Timed(seconds, proc.returncode, proc.stdout, cpu)
 
 
 def must(result: Timed, what: str) -> Timed:

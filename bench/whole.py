@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {"cdd_run": [], "molecule_test": [], "naive": [],
                                      "vagrant_up": [], "naive_checks": [],
                                      "vagrant_destroy": []}
+    cpu: dict[str, list[float]] = {"cdd_run": [], "provider": []}
+    """CPU seconds of cdd and everything it ran, and of `vagrant up` + `vagrant destroy -f`."""
     phases: list[dict[str, float]] = []
     naive_failures: list[int] = []
     with b.workdir(args.keep) as work:
@@ -63,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                                 provider=args.provider)
             project.write()
             try:
-                times["cdd_run"].append(b.must(project.cdd("run", log=log), "cdd run").seconds)
+                ran = b.must(project.cdd("run", log=log), "cdd run")
+                times["cdd_run"].append(ran.seconds)
+                cpu["cdd_run"].append(ran.cpu)
                 phases.append(project.junit_durations())
             finally:
                 for run_id in project.run_ids():
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 times["vagrant_up"].append(up.seconds)
                 times["naive_checks"].append(checks.seconds)
                 times["vagrant_destroy"].append(down.seconds)
+                cpu["provider"].append(up.cpu + down.cpu)
                 times["naive"].append(up.seconds + checks.seconds + down.seconds)
             finally:
                 b.sweep(env.run_id, args.provider)
@@ -113,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(log {log})")
             for tool in order:
                 tool(i)
-            b.say("  " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items() if v))
+            b.say("  " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items() if v)
+                  + "; CPU " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in cpu.items() if v))
     med = {k: b.median(v) for k, v in times.items() if v}
     provider_rounds = [b.ratio(c, u + d) for c, u, d in zip(
         times["cdd_run"], times["vagrant_up"], times["vagrant_destroy"], strict=False)]
@@ -122,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "checks": args.checks,
         "machines": args.machines, "repeat": args.repeat, "seconds": times, "median": med,
         "cdd_phases": phases, "naive_failures": naive_failures,
+        "cpu_seconds": cpu, "median_cpu": {k: b.median(v) for k, v in cpu.items() if v},
         "round_ratios": {
             "cdd_over_molecule": [b.ratio(c, m) for c, m in
                                   zip(times["cdd_run"], times["molecule_test"], strict=False)],
