@@ -111,3 +111,14 @@ def survives(pid: int) -> str:
     state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True,
                            text=True, check=False).stdout.strip()
     return "" if state == "Z" else state
+
+
+def stand_in(tmp_path: Path, name: str, script: str) -> Path:
+    """An executable `name` running `script`, in a directory of its own to put first on PATH
+    (returned, with the files that drive the script)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    exe = bin_dir / name
+    exe.write_text(textwrap.dedent(script))
+    exe.chmod(0o755)
+    return bin_dir

@@ -4,7 +4,6 @@ logs, live lines, phase timeouts and failure, from Vagrant's output as it really
 from __future__ import annotations
 
 import os
-import textwrap
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from cdd_ci.infra import procs
 from cdd_ci.infra.vagrant import MachineUp, Provisioning, VagrantCli
 from cdd_ci.infra.vagrant_batch import SharedUp
-from tests.unit.helpers import survives
+from tests.unit.helpers import stand_in, survives
 
 # What Vagrant 2.3.4 printed for `vagrant up alpha beta --provider=docker --parallel` of
 # tests/integration/envs/pair, alpha's provisioner failing on a missing package.
@@ -69,11 +68,7 @@ exit "$(cat "$here/exit")"
 
 @pytest.fixture
 def fake_vagrant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    exe = bin_dir / "vagrant"
-    exe.write_text(textwrap.dedent(SCRIPT))
-    exe.chmod(0o755)
+    bin_dir = stand_in(tmp_path, "vagrant", SCRIPT)
     (bin_dir / "output").write_text(ALPHA_FAILS)
     (bin_dir / "exit").write_text("1")
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from cdd_ci.infra.vagrant import (
     last_error_line,
 )
 from cdd_ci.models import Package
-from tests.unit.helpers import survives
+from tests.unit.helpers import stand_in, survives
 
 SCRIPT = """#!/bin/sh
 # a stand-in for vagrant, driven by files in its directory
@@ -63,11 +62,7 @@ esac
 
 @pytest.fixture
 def fake_vagrant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    exe = bin_dir / "vagrant"
-    exe.write_text(textwrap.dedent(SCRIPT))
-    exe.chmod(0o755)
+    bin_dir = stand_in(tmp_path, "vagrant", SCRIPT)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     return bin_dir
 
