@@ -333,8 +333,11 @@ class Lifecycle:
         if self.cancellation.cancelled:
             return
         builds = [_Build(self, m) for m in machines]
-        failed = self._vagrant.up_together([b.want for b in builds],
-                                           timeout=self.config.timeouts.up)
+        try:
+            failed = self._vagrant.up_together([b.want for b in builds],
+                                               timeout=self.config.timeouts.up)
+        except VagrantError as exc:  # Vagrant did not run at all: every machine failed
+            failed = {m: exc for m in machines}
         for build in builds:
             if build.want.name in failed:
                 build.failed(failed[build.want.name])
@@ -668,7 +671,9 @@ class _Build:
             self.run._ask_ssh_config(self.want.name)
 
     def failed(self, exc: VagrantError) -> None:
-        if self.run.cancellation.cancelled or self.told:
+        if self.told:
+            return
+        if self.run.cancellation.cancelled:
             return  # killed on purpose: not a failure of the environment
         self.told = True
         phase, (since, at) = (Phase.PROVISION, self.provisioning) if self.provisioning else \

@@ -88,6 +88,8 @@ class FakeEnvironment:
     written: dict[str, str] = field(default_factory=dict)
     together: bool = False
     """The provider builds every machine in one `vagrant up` (docker, libvirt)."""
+    no_vagrant: bool = False
+    """The `vagrant` executable cannot be run at all."""
     _asked: threading.Condition = field(default_factory=threading.Condition)
 
     def _name(self, machine: str) -> str:
@@ -114,6 +116,8 @@ class FakeEnvironment:
     def up_together(self, machines: Sequence[MachineUp], *, timeout: float) \
             -> dict[str, VagrantError]:
         self.calls.append(f"up together {' '.join(m.name for m in machines)}")
+        if self.no_vagrant:
+            raise VagrantError("vagrant is not installed (see scripts/setup-host.sh)")
         failed: dict[str, VagrantError] = {}
 
         def one(m: MachineUp) -> None:

@@ -71,6 +71,7 @@ class World:
     writes_at_up: bool = False
     fail_write: set[str] = field(default_factory=set)
     together: bool = False
+    no_vagrant: bool = False
     host_problem: str | None = None
     """What hostcheck would say of the provider on this 'host' (None: nothing wrong)."""
 
@@ -89,7 +90,7 @@ class World:
                                   provision_waits_for_ssh_config=(
                                       self.provision_waits_for_ssh_config),
                                   writes_at_up=self.writes_at_up, fail_write=self.fail_write,
-                                  together=self.together)
+                                  together=self.together, no_vagrant=self.no_vagrant)
             self.environments.append(env)
             return env
 

@@ -81,6 +81,15 @@ def test_a_provider_that_builds_in_one_vagrant_up_is_reported_machine_by_machine
     assert world.host.machines == {}
 
 
+def test_a_vagrant_that_cannot_run_fails_every_machine_of_a_shared_up(tmp_path: Path) -> None:
+    _, result = run(tmp_path, World(together=True, no_vagrant=True))
+    assert result.exit_code() is ExitCode.INFRASTRUCTURE
+    errors = {s.machine: s.message for s in result.steps if s.phase is Phase.UP}
+    assert errors == {m: "vagrant is not installed (see scripts/setup-host.sh)"
+                      for m in ("broker", "database")}
+    assert not any(s.name == "internal error" for s in result.steps)
+
+
 def test_failing_check_exits_1_and_still_destroys(tmp_path: Path) -> None:
     world = World()
     world.shells["broker"].answers.insert(0, (r"^echo pong", _result(0, "pang\n")))
