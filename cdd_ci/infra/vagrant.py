@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +20,12 @@ from typing import IO, Protocol
 import vagrant as python_vagrant
 from cdd_ci.infra import procs
 from cdd_ci.infra.vagrant_batch import PROVISIONING as PROVISIONING
+from cdd_ci.infra.vagrant_batch import LineSink as LineSink
 from cdd_ci.infra.vagrant_batch import MachineUp as MachineUp
 from cdd_ci.infra.vagrant_batch import Provisioning as Provisioning
 from cdd_ci.infra.vagrant_batch import SharedUp, Stopped
 from cdd_ci.models import CommandResult, Package
 from cdd_ci.report import cause
-
-LineSink = Callable[[str], None]
 
 BOOTED = "Machine booted and ready!"
 """Vagrant's line once a machine answers SSH, before it sets the hostname and provisions:
@@ -194,10 +193,7 @@ class VagrantCli:
         except procs.CommandTimeout as exc:
             action, output = split.blame(args, exc.output) if split else (_action(args),
                                                                           exc.output)
-            doing = cause.running(output)
-            raise VagrantError(f"vagrant {action} timed out after {exc.timeout:.0f} s"
-                               + (f" while running: {doing}" if doing else ""),
-                               exc.output) from None
+            raise timed_out(action, exc.timeout, output, exc.output) from None
         except OSError as exc:
             raise VagrantError(f"cannot run vagrant: {exc}") from None
         if result.exit_code != 0:
@@ -449,14 +445,19 @@ def failure_message(action: str, exit_code: int, output: str) -> str:
     return f"{_with_cause(why)} (vagrant {action} exited {exit_code})"
 
 
+def timed_out(action: str, seconds: float, own: str, output: str) -> VagrantError:
+    """A Vagrant command killed at its deadline, told by what it was doing (read from
+    `own`, its part of the output) when it was stopped."""
+    doing = cause.running(own)
+    return VagrantError(f"vagrant {action} timed out after {seconds:.0f} s"
+                        + (f" while running: {doing}" if doing else ""), output)
+
+
 def _stopped_error(stopped: Stopped) -> VagrantError:
     """A machine of a shared `vagrant up` killed for a deadline, its own or another's, or
     one that had failed before."""
     if stopped.timed_out is not None:
-        doing = cause.running(stopped.output)
-        return VagrantError(f"vagrant {stopped.action} timed out after "
-                            f"{stopped.timed_out:.0f} s"
-                            + (f" while running: {doing}" if doing else ""), stopped.output)
+        return timed_out(stopped.action, stopped.timed_out, stopped.output, stopped.output)
     if stopped.killed_for:
         return VagrantError(f"vagrant {stopped.action} stopped unfinished: the one `vagrant "
                             f"up` building every machine was killed when "
