@@ -37,6 +37,9 @@ _BOILERPLATE = [
         # one `vagrant up` of several machines, as one of them fails
         "An error occurred. The error will be shown after all tasks complete.",
     )
+] + [
+    # a trigger's script that failed: what it printed before says why
+    re.compile(r"A script exited with an unacceptable exit code \d+\."),
 ]
 
 # Lines that name a cause, whatever printed them. Checked on every line; the last one wins.
@@ -57,7 +60,8 @@ _HINTS = re.compile(r"\b(?:error|failed|fatal|cannot|could not|timed out)\b", re
 _PROGRESS = re.compile(
     r"^(?:Running provisioner: |Running: (?:inline script|/tmp/vagrant-shell)|Bringing machine"
     r" |Machine booted and ready|Checking for guest additions|Setting hostname|Configuring "
-    r"and enabling network|Importing base box|Waiting for machine to boot)")
+    r"and enabling network|Importing base box|Waiting for machine to boot"
+    r"|Running action triggers |Running trigger: |Running local: |Trigger run failed$)")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,13 @@ def test_the_message_of_a_real_failure_is_its_cause(kind: str) -> None:
     assert "Vagrant assumes" not in message and "==>" not in message
 
 
+def test_a_failed_trigger_is_told_by_what_its_script_said() -> None:
+    # Vagrant's own words ("A script exited with an unacceptable exit code 1.") say nothing
+    message = failure_message("destroy beta", 1,
+                              (CORPUS / "destroy-trigger.txt").read_text(encoding="utf-8"))
+    assert message == "cannot release the storage of beta (vagrant destroy beta exited 1)"
+
+
 def test_a_real_timeout_says_what_was_running() -> None:
     assert running(real("hang")) == "waiting for the cluster to form"
 
