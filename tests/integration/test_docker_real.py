@@ -90,3 +90,26 @@ def test_one_vagrant_up_of_both_still_tells_each_machine_s_failure(docker_pair: 
     beta = (docker_pair.root / "reports" / "logs" / "beta" / "provision.log").read_text()
     assert "cdd-no-such-package" not in beta, beta
     assert docker_pair.left_running(docker_pair.run_ids()) == []
+
+
+def test_one_vagrant_destroy_of_both_names_the_machine_it_could_not_destroy(
+        docker_pair: Project) -> None:
+    config = docker_pair.root / "cdd.toml"
+    config.write_text(config.read_text().replace(
+        'machines = ["alpha", "beta"]',
+        'machines = ["alpha", "beta"]\nenv = { CDD_TEST_FAIL = "destroy" }'))
+
+    proc = docker_pair.cdd("run")
+
+    # Vagrant's failure is a note: the provider's own tools removed what it left
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    root = ET.parse(docker_pair.root / "reports" / "junit.xml").getroot()
+    destroy = next(c for c in root.iter("testcase") if c.get("name") == "destroy")
+    assert destroy.findtext("system-out") == \
+        "beta: cannot release the storage of beta (vagrant destroy beta exited 1)"
+    logs = docker_pair.root / "reports" / "logs"
+    alpha = (logs / "alpha" / "destroy.log").read_text()
+    assert alpha.startswith("$ vagrant destroy -f --parallel alpha beta\n"), alpha
+    assert "storage of beta" not in alpha, alpha
+    assert "storage of beta" in (logs / "beta" / "destroy.log").read_text()
+    assert docker_pair.left_running(docker_pair.run_ids()) == []

@@ -4,6 +4,7 @@ left" without reason to believe it."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from cdd_ci.host.ledger import Ledger
 from cdd_ci.host.teardown import destroy_run
@@ -15,12 +16,12 @@ RUN = "20261203120000-abcdef"
 MACHINES = ["broker", "database"]
 
 
-def built(**fail: set[str]) -> tuple[Ledger, FakeHost, FakeEnvironment]:
+def built(**world: Any) -> tuple[Ledger, FakeHost, FakeEnvironment]:
     host = FakeHost()
     for machine in MACHINES:
         host.machines[machine_name(RUN, machine)] = "running"
     ledger = Ledger(RUN, "env", "/nowhere", "fake", list(MACHINES), {}, time.time())
-    return ledger, host, FakeEnvironment(host, RUN, list(MACHINES), **fail)
+    return ledger, host, FakeEnvironment(host, RUN, list(MACHINES), **world)
 
 
 def test_a_clean_destroy_is_verified_by_the_provider_without_asking_vagrant_again() -> None:
@@ -47,3 +48,23 @@ def test_a_machine_vagrant_still_holds_after_destroy_said_yes_is_found() -> None
     assert verified.status is Status.ERROR
     assert verified.message == "left behind: vagrant database (running)"
     assert environment.status_asked == 1
+
+
+def test_machines_built_together_are_destroyed_by_one_vagrant_destroy() -> None:
+    ledger, host, environment = built(together=True, fail_destroy={"database"})
+    destroy, verified = destroy_run(ledger, environment, host, timeout=10)
+    assert next(c for c in environment.calls if c.startswith("destroy")) == \
+        "destroy together broker database"
+    # the one that failed is named, and the provider's own tools finish it
+    assert destroy.message.startswith("database: vagrant destroy database failed")
+    assert "removed at the provider level" in destroy.message
+    assert (destroy.status, verified.status) == (Status.PASSED, Status.PASSED)
+    assert host.machines == {}
+
+
+def test_a_vagrant_that_cannot_run_leaves_the_provider_to_destroy_everything() -> None:
+    ledger, host, environment = built(together=True, no_vagrant=True)
+    destroy, verified = destroy_run(ledger, environment, host, timeout=10)
+    assert destroy.message.startswith(
+        "broker: vagrant is not installed (see scripts/setup-host.sh); database: vagrant is")
+    assert verified.status is Status.PASSED and host.machines == {}

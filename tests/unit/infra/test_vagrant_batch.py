@@ -205,3 +205,68 @@ def test_a_name_that_begins_another_does_not_take_its_lines(tmp_path: Path) -> N
         shared.write("    web: Name: cdd-web\n")
     assert lines == {"web": ["    web: Name: cdd-web"],
                      "web2": ["==> web2: Creating the container..."]}
+
+
+# What Vagrant 2.3.4 printed for `vagrant destroy -f --parallel alpha beta` on docker, a
+# trigger before beta's destroy failing (tests/integration/envs/pair, CDD_TEST_FAIL=destroy).
+BETA_STAYS = (Path(__file__).parent.parent / "golden" / "causes"
+              / "destroy-parallel-trigger.txt").read_text(encoding="utf-8")
+
+
+def held(tmp_path: Path, *machines: str) -> None:
+    """Vagrant still holds an id for the machines (it drops it once one is destroyed)."""
+    for machine in machines:
+        state = tmp_path / ".vagrant" / "machines" / machine / "docker"
+        state.mkdir(parents=True)
+        (state / "id").write_text("0123abcd")
+
+
+def test_one_vagrant_destroy_removes_every_machine(tmp_path: Path, fake_vagrant: Path) -> None:
+    (fake_vagrant / "output").write_text(BETA_STAYS)
+    held(tmp_path, "beta")
+    logs = tmp_path / "logs"
+    failed = VagrantCli(tmp_path, "docker", dict(os.environ)).destroy_together(
+        ["alpha", "beta"], timeout=60, log_dir=logs)
+    assert (fake_vagrant / "calls").read_text() == "destroy -f --parallel alpha beta\n"
+    # the one Vagrant still holds failed, told by its own part of the closing error
+    assert list(failed) == ["beta"]
+    assert str(failed["beta"]) == ("cannot release the storage of beta "
+                                   "(vagrant destroy beta exited 1)")
+    alpha = (logs / "alpha" / "destroy.log").read_text()
+    assert alpha.startswith("$ vagrant destroy -f --parallel alpha beta\n")
+    assert "beta" not in alpha.replace("alpha beta", "")
+    assert "cannot release the storage of beta" in (logs / "beta" / "destroy.log").read_text()
+
+
+def test_a_destroy_that_succeeds_fails_nobody(tmp_path: Path, fake_vagrant: Path) -> None:
+    (fake_vagrant / "output").write_text("==> alpha: Deleting the container...\n")
+    (fake_vagrant / "exit").write_text("0")
+    held(tmp_path, "beta")  # what Vagrant says, not what is left, decides a success
+    assert VagrantCli(tmp_path, "docker", dict(os.environ)).destroy_together(
+        ["alpha", "beta"], timeout=60) == {}
+
+
+def test_a_destroy_over_its_timeout_fails_the_machines_still_there(
+        tmp_path: Path, fake_vagrant: Path) -> None:
+    (fake_vagrant / "hangs").write_text("")
+    held(tmp_path, "alpha", "beta")
+    failed = VagrantCli(tmp_path, "docker", dict(os.environ), procs.new_registry()) \
+        .destroy_together(["alpha", "beta"], timeout=1)
+    assert sorted(failed) == ["alpha", "beta"]
+    assert str(failed["alpha"]).startswith("vagrant destroy alpha timed out after 1 s")
+    child = int((fake_vagrant / "child").read_text())
+    assert not survives(child), f"grandchild {child} survived the timeout"
+
+
+def test_a_vagrantfile_that_does_not_load_fails_every_machine_it_holds(
+        tmp_path: Path, fake_vagrant: Path) -> None:
+    (fake_vagrant / "output").write_text(
+        "There is a syntax error in the following Vagrantfile. The syntax error\n"
+        "message is reproduced below for convenience:\n\n"
+        "Vagrantfile:12: syntax error, unexpected end-of-input\n")
+    held(tmp_path, "alpha", "beta")
+    failed = VagrantCli(tmp_path, "docker", dict(os.environ)).destroy_together(
+        ["alpha", "beta"], timeout=60)
+    assert str(failed["alpha"]) == ("Vagrantfile:12: syntax error, unexpected end-of-input "
+                                    "(vagrant destroy alpha exited 1)")
+    assert sorted(failed) == ["alpha", "beta"]
