@@ -88,6 +88,10 @@ def test_passing_run_on_libvirt_leaves_nothing(libvirt_pair: Project) -> None:
     assert (logs / "alpha" / "up.log").read_text().startswith(
         "$ vagrant up alpha beta --provider=libvirt --provision --parallel\n")
     assert "beta:" not in (logs / "alpha" / "provision.log").read_text()
+    # and one `vagrant destroy` removed them
+    destroyed = (logs / "beta" / "destroy.log").read_text()
+    assert destroyed.startswith("$ vagrant destroy -f --parallel alpha beta\n"), destroyed
+    assert "alpha:" not in destroyed, destroyed
     assert libvirt_pair.run_ids()
     assert left(libvirt_pair) == []
     assert libvirt_pair.ledgers() == []
