@@ -114,7 +114,6 @@ def test_sigkill_mid_build_then_destroy_leaves_nothing_on_libvirt(
     assert libvirt_pair.ledgers() == []
 
 
-
 def test_sigterm_mid_build_destroys_everything_on_libvirt(libvirt_pair: Project) -> None:
     """What a runner's cancel sends first: cdd stops building and destroys before it exits."""
     proc = libvirt_pair.start("run")
@@ -127,6 +126,44 @@ def test_sigterm_mid_build_destroys_everything_on_libvirt(libvirt_pair: Project)
     assert "cancelled by SIGTERM" in out
     assert left(libvirt_pair) == [], out
     assert libvirt_pair.ledgers() == []
+
+
+def test_one_vagrant_up_and_destroy_of_both_tell_each_machine_s_failure(
+        libvirt_pair: Project) -> None:
+    """One Vagrant process builds both VMs, and another destroys them: alpha's provisioner
+    fails on a package, beta's hangs and Vagrant then fails to destroy it. Each failure is
+    its own machine's, and nothing is left."""
+    config = libvirt_pair.root / "cdd.toml"
+    config.write_text(config.read_text()
+                      .replace('machines = ["alpha", "beta"]',
+                               'machines = ["alpha", "beta"]\n'
+                               'env = { CDD_TEST_CAUSE = "alpha=package beta=hang", '
+                               'CDD_TEST_FAIL = "destroy" }')
+                      .replace("provision = 900", "provision = 120"))
+
+    proc = libvirt_pair.cdd("run", timeout=1800)
+
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    root = ET.parse(libvirt_pair.root / "reports" / "junit.xml").getroot()
+    errors = {c.get("classname"): (c.find("error").get("message") or "")
+              for c in root.iter("testcase") if c.find("error") is not None}
+    # alpha's package (Vagrant killed before it could close with its error), beta's hang
+    # cut at its own timeout
+    assert errors["pair.alpha.provision"] == ("E: Unable to locate package cdd-no-such-package "
+                                              "(vagrant provision alpha failed)")
+    assert errors["pair.beta.provision"] == ("vagrant provision beta timed out after 120 s "
+                                             "while running: waiting for the cluster to form")
+    logs = libvirt_pair.root / "reports" / "logs"
+    assert "cdd-no-such-package" not in (logs / "beta" / "provision.log").read_text()
+    destroy = next(c for c in root.iter("testcase") if c.get("name") == "destroy")
+    assert destroy.findtext("system-out") == \
+        "beta: cannot release the storage of beta (vagrant destroy beta exited 1)"
+    alpha = (logs / "alpha" / "destroy.log").read_text()
+    assert alpha.startswith("$ vagrant destroy -f --parallel alpha beta\n"), alpha
+    assert "storage of beta" not in alpha, alpha
+    assert left(libvirt_pair) == []
+    assert libvirt_pair.ledgers() == []
+
 
 def _host_state() -> tuple[str, ...]:
     virsh = ["virsh", "-c", "qemu:///system"]
