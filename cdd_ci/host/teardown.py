@@ -74,12 +74,8 @@ def destroy_run(
 
 def _vagrant_destroy(environment: Environment, machines: list[str], timeout: float,
                      log_dir: Path | None) -> dict[str, VagrantError]:
-    """Vagrant's destroy of every machine at once; what failed, by machine."""
-    if environment.builds_together() and len(machines) > 1:
-        try:
-            return environment.destroy_together(machines, timeout=timeout, log_dir=log_dir)
-        except VagrantError as exc:  # Vagrant did not start: nothing was destroyed
-            return dict.fromkeys(machines, exc)
+    """Vagrant's destroy of every machine at once, a process each (see BUILT_TOGETHER in
+    infra/vagrant.py); what failed, by machine."""
     failed: dict[str, VagrantError] = {}
 
     def one(machine: str) -> None:

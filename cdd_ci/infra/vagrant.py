@@ -23,7 +23,7 @@ from cdd_ci.infra.vagrant_batch import PROVISIONING as PROVISIONING
 from cdd_ci.infra.vagrant_batch import LineSink as LineSink
 from cdd_ci.infra.vagrant_batch import MachineUp as MachineUp
 from cdd_ci.infra.vagrant_batch import Provisioning as Provisioning
-from cdd_ci.infra.vagrant_batch import SharedDestroy, SharedUp, Stopped
+from cdd_ci.infra.vagrant_batch import SharedUp, Stopped
 from cdd_ci.models import CommandResult, Package
 from cdd_ci.report import cause
 
@@ -36,13 +36,18 @@ write its ssh-config once done: under the run's own Vagrant state directory."""
 
 
 BUILT_TOGETHER = frozenset({"libvirt"})
-"""Providers whose machines one `vagrant up` builds, and one `vagrant destroy` removes, on
-threads of one Ruby process: where the CPU a second Ruby process takes is taken from
-emulated guests (see infra/vagrant_batch.py). Docker's plugin could too, but its machines
-were built and destroyed sooner by a process each, measured side by side (10.5 s against
-11.8 s, 3.4 s against 4.3 s). vagrant-lxc's machines take each other's lock from inside
-their actions (LOCK_RETRIES): in a process each, a locked machine is retried alone.
-VirtualBox's plugin builds one machine after another."""
+"""Providers whose machines one `vagrant up` builds, on threads of one Ruby process: where
+the CPU a second Ruby process takes is taken from emulated guests (see
+infra/vagrant_batch.py). Docker's plugin could too, but its machines were built sooner by a
+process each, measured side by side (10.5 s against 11.8 s). vagrant-lxc's machines take
+each other's lock from inside their actions (LOCK_RETRIES): in a process each, a locked
+machine is retried alone. VirtualBox's plugin builds one machine after another.
+
+Machines are destroyed by a process each on every provider: one `vagrant destroy
+--parallel` was slower on docker (4.3 s against 3.4 s) and no quicker on libvirt, whose
+plugin (0.11.2) then now and then fails a machine with "constant
+VagrantPlugins::ProviderLibvirt::Action::ProvisionerCleanup not defined", its actions being
+loaded by two threads at once."""
 
 
 @dataclass(frozen=True)
@@ -113,11 +118,6 @@ class Environment(Protocol):
     def status(self, *, timeout: float) -> list[MachineStatus]: ...
 
     def destroy(self, machine: str, *, timeout: float, log: Path | None = None) -> None: ...
-
-    def destroy_together(self, machines: Sequence[str], *, timeout: float,
-                         log_dir: Path | None = None) -> dict[str, VagrantError]:
-        """Destroy the machines in one Vagrant process (where `builds_together`); what
-        failed, by machine: those Vagrant still holds afterwards."""
 
     def installation(self, *, timeout: float) -> Installation: ...
 
@@ -264,27 +264,6 @@ class VagrantCli:
         # `destroy -f` of a machine that was never created, or is gone, exits 0: idempotent
         self._run("destroy", "-f", machine, timeout=timeout, log=log)
 
-    def destroy_together(self, machines: Sequence[str], *, timeout: float,
-                         log_dir: Path | None = None) -> dict[str, VagrantError]:
-        args = ("destroy", "-f", "--parallel", *machines)
-        with SharedDestroy(machines, log_dir) as shared:
-            shared.header(f"$ {' '.join(['vagrant', *args])}\n")
-            try:
-                result = procs.run(self._argv(*args), timeout=timeout, cwd=self.directory,
-                                   env=self.env, log=shared, registry=self.registry)
-            except procs.CommandTimeout:
-                return {m: timed_out(f"destroy {m}", timeout, shared.output(m),
-                                     shared.output(m))
-                        for m in machines if self.known(m)}
-            except OSError as exc:
-                raise VagrantError(f"cannot run vagrant: {exc}") from None
-            if result.exit_code == 0:
-                return {}
-            # Vagrant drops a machine's id once it is destroyed: the ones it still holds
-            # are the ones that failed, whatever the others' threads did
-            return {m: VagrantError(failure_message(f"destroy {m}", result.exit_code,
-                                                    shared.output(m)), shared.output(m))
-                    for m in machines if self.known(m)}
 
     def _data_dir(self) -> Path:
         # a relative VAGRANT_DOTFILE_PATH is relative to the Vagrantfile's directory

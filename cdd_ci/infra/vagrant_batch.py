@@ -1,17 +1,15 @@
-"""One `vagrant up` that builds several machines at once, and one `vagrant destroy` that
-removes them, told apart machine by machine.
+"""One `vagrant up` that builds several machines at once, told apart machine by machine.
 
 Where the machines are VMs under QEMU's software emulation (libvirt without KVM), every CPU
 second Vagrant takes comes out of the guests. Vagrant's libvirt plugin builds machines in
 parallel on threads of one Ruby process; two processes instead each pay Ruby's start-up and
 its polling (one `vagrant up` of two machines 15 s of CPU, two side by side 28 s). Where the
-guests are not short of CPU (containers), a process per machine is quicker: Ruby's threads
-share one core, and on docker two processes built the same pair in 10.5 s against 11.8 s,
-and destroyed it in 3.4 s against 4.3 s (see BUILT_TOGETHER). What cdd reports stays per
-machine: Vagrant prefixes every line with the machine's name (`==> alpha:`, `    alpha:`)
-and names each failed machine in its closing error ("An error occurred while executing the
-action on the 'alpha' machine"), so each machine still gets its own up, provision and
-destroy logs, live lines, phase timeouts and failure.
+guests are not short of CPU (containers), a process per machine is quicker, since Ruby's
+threads share one core (see BUILT_TOGETHER). What cdd reports stays per machine: Vagrant
+prefixes every line with the machine's name (`==> alpha:`, `    alpha:`) and names each
+failed machine in its closing error ("An error occurred while executing the action on the
+'alpha' machine"), so each machine still gets its own up and provision logs, live lines,
+phase timeouts and failure.
 
 One process has one fate: when a machine overruns its phase timeout, the whole `vagrant up`
 is killed, and the machines still building are told that is why they stopped. A machine is
@@ -27,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import IO, Self
+from typing import IO
 
 LineSink = Callable[[str], None]
 
@@ -97,48 +95,33 @@ class Stopped:
 
 
 @dataclass
-class _Output:
-    """One machine's part of a shared command's output, and its log (opened at its first
-    line; `switch` moves on to another)."""
-
-    log: Path | None
+class _Machine:
+    want: MachineUp
+    up_timeout: float
+    deadline: float
+    stage: Stage = Stage.UP
     lines: list[str] = field(default_factory=list)
+    provisioning_at: int = -1
+    """Index in `lines` where provisioning began (-1: it did not)."""
     error: list[str] = field(default_factory=list)
-    """Its paragraph of Vagrant's closing error."""
     fh: IO[str] | None = None
 
+    @property
+    def building(self) -> bool:
+        return self.stage in (Stage.UP, Stage.PROVISION)
+
     def write(self, text: str) -> None:
-        if self.log is None:
-            return
         if self.fh is None:
-            self.log.parent.mkdir(parents=True, exist_ok=True)
-            self.fh = self.log.open("a", encoding="utf-8")
+            path = self.want.provision.log if self.stage is not Stage.UP else self.want.log
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = path.open("a", encoding="utf-8")
         self.fh.write(text)
         self.fh.flush()
-
-    def switch(self, log: Path) -> None:
-        self.close()
-        self.log = log
 
     def close(self) -> None:
         if self.fh is not None:
             self.fh.close()
             self.fh = None
-
-
-@dataclass
-class _Machine:
-    want: MachineUp
-    up_timeout: float
-    deadline: float
-    out: _Output
-    stage: Stage = Stage.UP
-    provisioning_at: int = -1
-    """Index in `out.lines` where provisioning began (-1: it did not)."""
-
-    @property
-    def building(self) -> bool:
-        return self.stage in (Stage.UP, Stage.PROVISION)
 
     def timeout(self) -> float:
         return self.want.provision.timeout if self.stage is Stage.PROVISION else self.up_timeout
@@ -148,82 +131,90 @@ class _Machine:
 
     def own_output(self) -> str:
         start = max(self.provisioning_at, 0)
-        return "".join(self.out.lines[start:] + self.out.error)
+        return "".join(self.lines[start:] + self.error)
 
 
-class _SharedOutput:
-    """The log sink of one Vagrant command over several machines: each line goes to the
-    machine it names (`==> alpha:`, `    alpha:`), and Vagrant's closing error is split into
-    each failed machine's paragraph. Lines that name no machine are kept apart and go to
-    the machines `_unnamed` says (a Vagrantfile warning concerns them all)."""
+class SharedUp:
+    """The log sink of one `vagrant up` of several machines: each line goes to its machine's
+    log and live display, and each machine's phase is followed (up, provisioning, done or
+    failed) with its own deadline. Lines that name no machine go to every machine still
+    building (a Vagrantfile warning concerns them all)."""
 
-    def __init__(self, outputs: dict[str, _Output]) -> None:
-        self._outputs = outputs
+    def __init__(self, machines: Sequence[MachineUp], up_timeout: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        now = clock()
+        self._machines = {m.name: _Machine(m, up_timeout, now + up_timeout) for m in machines}
         self._shared: list[str] = []
         """The lines that name no machine."""
         # the longest name first: "web" must not claim the lines of "web2"
-        ordered = sorted(outputs, key=len, reverse=True)
-        self._prefix = re.compile(r"^(?:==> | {4})(" + "|".join(map(re.escape, ordered))
+        names = sorted(self._machines, key=len, reverse=True)
+        self._prefix = re.compile(r"^(?:==> | {4})(" + "|".join(map(re.escape, names))
                                   + r"): ?")
         self._errors = False
-        self._error_of: _Output | None = None
+        self._error_of: _Machine | None = None
         self._preamble: list[str] = []
         """The closing error's general heading, for the log of each machine it names."""
+        self.killed_for: _Machine | None = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> SharedUp:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        for out in self._outputs.values():
-            out.close()
+        for machine in self._machines.values():
+            machine.close()
 
-    def _output(self, name: str) -> _Output | None:
-        return self._outputs.get(name)
-
-    def _unnamed(self) -> list[_Output]:
-        return list(self._outputs.values())
-
-    def _seen(self, name: str, line: str) -> None:
-        """A line of the machine's own, before it is kept and written."""
+    # -- as the command's log sink -----------------------------------------------------
 
     def header(self, text: str) -> None:
         """The command line, at the head of every machine's log."""
-        for each in self._unnamed():
-            each.write(text)
+        for machine in self._machines.values():
+            machine.write(text)
 
     def write(self, text: str) -> int:
         line = text.rstrip("\n")
         if self._errors:
             self._closing_error(line, text)
             return len(text)
-        name = self._name_of(line)
-        if name is None:
+        machine = self._machine_of(line)
+        if machine is None:
             self._shared.append(text)
             if line == _ALL_ERRORS:
                 self._errors = True
                 self._preamble.append(text)
                 return len(text)
-            for each in self._unnamed():
-                each.write(text)
+            for machine in self._machines.values():
+                if machine.building:
+                    machine.write(text)
             return len(text)
-        self._seen(name, line)
-        own = self._output(name)
-        assert own is not None  # every name the prefixes match is a machine's
-        own.lines.append(text)
-        own.write(text)
+        self._follow(machine, line)
+        machine.lines.append(text)
+        machine.write(text)
+        machine.want.on_line(line)
         return len(text)
 
     def flush(self) -> None:
         pass  # every machine's log is flushed line by line
 
-    def _name_of(self, line: str) -> str | None:
+    def _machine_of(self, line: str) -> _Machine | None:
         prefixed = self._prefix.match(line)
         if prefixed is not None:
-            return prefixed.group(1)
+            return self._machines[prefixed.group(1)]
         bringing = _BRINGING.match(line)
-        if bringing and self._output(bringing.group("machine")) is not None:
-            return bringing.group("machine")
-        return None
+        return self._machines.get(bringing.group("machine")) if bringing else None
+
+    def _follow(self, machine: _Machine, line: str) -> None:
+        if PROVISIONING in line and machine.stage is Stage.UP:
+            machine.stage = Stage.PROVISION
+            machine.provisioning_at = len(machine.lines)
+            machine.deadline = self.clock() + machine.want.provision.timeout
+            machine.close()  # from this line on, its provision log
+            machine.want.provision.started()
+        elif FINISHED in line and machine.building:
+            machine.stage = Stage.DONE
+            machine.want.finished()
+        elif line.endswith(_FAILED_EARLY):
+            machine.stage = Stage.FAILED
 
     def _closing_error(self, line: str, text: str) -> None:
         """Vagrant's closing error: one paragraph per failed machine, each opened by a
@@ -231,50 +222,15 @@ class _SharedOutput:
         of error). Each machine's log gets the general heading and its own paragraph."""
         heading = _MACHINE_ERROR.match(line) or _ERROR_HEADING_END.match(line)
         name = heading.group("machine") if heading else None
-        named = self._output(name) if name else None
-        if named is not None:
-            self._error_of = named
-            named.write("".join(self._preamble))
+        if name in self._machines:
+            self._error_of = self._machines[name]
+            self._error_of.write("".join(self._preamble))
         elif heading is None and self._error_of is not None:
             self._error_of.error.append(text)
         if self._error_of is None:
             self._preamble.append(text)
         else:
             self._error_of.write(text)
-
-
-class SharedUp(_SharedOutput):
-    """The log sink of one `vagrant up` of several machines: each line goes to its machine's
-    log and live display, and each machine's phase is followed (up, provisioning, done or
-    failed) with its own deadline. Lines that name no machine go to every machine still
-    building."""
-
-    def __init__(self, machines: Sequence[MachineUp], up_timeout: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        now = clock()
-        self._machines = {m.name: _Machine(m, up_timeout, now + up_timeout, _Output(m.log))
-                          for m in machines}
-        super().__init__({name: m.out for name, m in self._machines.items()})
-        self.killed_for: _Machine | None = None
-
-    def _unnamed(self) -> list[_Output]:
-        return [m.out for m in self._machines.values() if m.building]
-
-    def _seen(self, name: str, line: str) -> None:
-        machine = self._machines[name]
-        if PROVISIONING in line and machine.stage is Stage.UP:
-            machine.stage = Stage.PROVISION
-            machine.provisioning_at = len(machine.out.lines)
-            machine.deadline = self.clock() + machine.want.provision.timeout
-            machine.out.switch(machine.want.provision.log)  # this line on: provision log
-            machine.want.provision.started()
-        elif FINISHED in line and machine.building:
-            machine.stage = Stage.DONE
-            machine.want.finished()
-        elif line.endswith(_FAILED_EARLY):
-            machine.stage = Stage.FAILED
-        machine.want.on_line(line)
 
     # -- what became of the machines ---------------------------------------------------
 
@@ -297,7 +253,7 @@ class SharedUp(_SharedOutput):
         """The machines that failed, after the command exited by itself."""
         if exit_code == 0:
             return []
-        named = [m for m in self._machines.values() if m.out.error]
+        named = [m for m in self._machines.values() if m.error]
         if named:
             return [Stopped(m.want.name, m.action(), m.own_output()) for m in named]
         # an error that names no machine (a Vagrantfile that does not load, a provider
@@ -324,19 +280,3 @@ class SharedUp(_SharedOutput):
                 out.append(Stopped(m.want.name, m.action(), m.own_output(),
                                    killed_for=late.want.name if late else ""))
         return out
-
-
-class SharedDestroy(_SharedOutput):
-    """The log sink of one `vagrant destroy -f --parallel` of several machines: each
-    machine's lines to its own destroy.log (to none without a log directory), and what
-    explains each machine's failure."""
-
-    def __init__(self, machines: Sequence[str], log_dir: Path | None) -> None:
-        super().__init__({m: _Output(log_dir / m / "destroy.log" if log_dir else None)
-                          for m in machines})
-
-    def output(self, machine: str) -> str:
-        """Its own lines and its paragraph of Vagrant's closing error; when no paragraph
-        names it, the lines that name no machine (a Vagrantfile that does not load)."""
-        out = self._outputs[machine]
-        return "".join(out.lines + (out.error or self._shared))

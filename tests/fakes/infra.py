@@ -191,19 +191,6 @@ class FakeEnvironment:
         with self.host.lock:
             self.host.machines.pop(self._name(machine), None)
 
-    def destroy_together(self, machines: Sequence[str], *, timeout: float,
-                         log_dir: Path | None = None) -> dict[str, VagrantError]:
-        self.calls.append(f"destroy together {' '.join(machines)}")
-        if self.no_vagrant:
-            raise VagrantError("vagrant is not installed (see scripts/setup-host.sh)")
-        failed: dict[str, VagrantError] = {}
-        for machine in machines:
-            try:
-                self.destroy(machine, timeout=timeout)
-            except VagrantError as exc:
-                failed[machine] = exc
-        return failed
-
     def known(self, machine: str) -> bool:
         with self.host.lock:
             return self._name(machine) in self.host.machines or machine in self.stale_id

@@ -88,10 +88,6 @@ def test_passing_run_on_libvirt_leaves_nothing(libvirt_pair: Project) -> None:
     assert (logs / "alpha" / "up.log").read_text().startswith(
         "$ vagrant up alpha beta --provider=libvirt --provision --parallel\n")
     assert "beta:" not in (logs / "alpha" / "provision.log").read_text()
-    # and one `vagrant destroy` removed them
-    destroyed = (logs / "beta" / "destroy.log").read_text()
-    assert destroyed.startswith("$ vagrant destroy -f --parallel alpha beta\n"), destroyed
-    assert "alpha:" not in destroyed, destroyed
     assert libvirt_pair.run_ids()
     assert left(libvirt_pair) == []
     assert libvirt_pair.ledgers() == []
@@ -128,11 +124,10 @@ def test_sigterm_mid_build_destroys_everything_on_libvirt(libvirt_pair: Project)
     assert libvirt_pair.ledgers() == []
 
 
-def test_one_vagrant_up_and_destroy_of_both_tell_each_machine_s_failure(
-        libvirt_pair: Project) -> None:
-    """One Vagrant process builds both VMs, and another destroys them: alpha's provisioner
-    fails on a package, beta's hangs and Vagrant then fails to destroy it. Each failure is
-    its own machine's, and nothing is left."""
+def test_one_vagrant_up_of_both_tells_each_machine_s_failure(libvirt_pair: Project) -> None:
+    """One Vagrant process builds both VMs: alpha's provisioner fails on a package, beta's
+    hangs, and Vagrant then fails to destroy beta. Each failure is its own machine's, and
+    nothing is left."""
     config = libvirt_pair.root / "cdd.toml"
     config.write_text(config.read_text()
                       .replace('machines = ["alpha", "beta"]',
@@ -158,9 +153,9 @@ def test_one_vagrant_up_and_destroy_of_both_tell_each_machine_s_failure(
     destroy = next(c for c in root.iter("testcase") if c.get("name") == "destroy")
     assert destroy.findtext("system-out") == \
         "beta: cannot release the storage of beta (vagrant destroy beta exited 1)"
-    alpha = (logs / "alpha" / "destroy.log").read_text()
-    assert alpha.startswith("$ vagrant destroy -f --parallel alpha beta\n"), alpha
-    assert "storage of beta" not in alpha, alpha
+    # a `vagrant destroy` each: the plugin's own parallel destroy is not thread-safe
+    assert (logs / "beta" / "destroy.log").read_text().startswith("$ vagrant destroy -f beta\n")
+    assert "storage of beta" not in (logs / "alpha" / "destroy.log").read_text()
     assert left(libvirt_pair) == []
     assert libvirt_pair.ledgers() == []
 

@@ -49,22 +49,3 @@ def test_a_machine_vagrant_still_holds_after_destroy_said_yes_is_found() -> None
     assert verified.message == "left behind: vagrant database (running)"
     assert environment.status_asked == 1
 
-
-def test_machines_built_together_are_destroyed_by_one_vagrant_destroy() -> None:
-    ledger, host, environment = built(together=True, fail_destroy={"database"})
-    destroy, verified = destroy_run(ledger, environment, host, timeout=10)
-    assert next(c for c in environment.calls if c.startswith("destroy")) == \
-        "destroy together broker database"
-    # the one that failed is named, and the provider's own tools finish it
-    assert destroy.message.startswith("database: vagrant destroy database failed")
-    assert "removed at the provider level" in destroy.message
-    assert (destroy.status, verified.status) == (Status.PASSED, Status.PASSED)
-    assert host.machines == {}
-
-
-def test_a_vagrant_that_cannot_run_leaves_the_provider_to_destroy_everything() -> None:
-    ledger, host, environment = built(together=True, no_vagrant=True)
-    destroy, verified = destroy_run(ledger, environment, host, timeout=10)
-    assert destroy.message.startswith(
-        "broker: vagrant is not installed (see scripts/setup-host.sh); database: vagrant is")
-    assert verified.status is Status.PASSED and host.machines == {}
