@@ -116,6 +116,23 @@ class Project:
                     ids.add(prop.get("value", ""))
         return ids
 
+    def junit_errors(self) -> dict[str, str]:
+        """The run's JUnit report: each testcase in error (by classname) and its message,
+        what a CI page shows first."""
+        import xml.etree.ElementTree as ET
+
+        root = ET.parse(self.root / "reports" / "junit.xml").getroot()
+        return {c.get("classname", ""): (error.get("message") or "")
+                for c in root.iter("testcase") if (error := c.find("error")) is not None}
+
+    def junit_output(self, testcase: str) -> str:
+        """What the run's JUnit report says a testcase printed (a passed one's notes)."""
+        import xml.etree.ElementTree as ET
+
+        root = ET.parse(self.root / "reports" / "junit.xml").getroot()
+        return next(c.findtext("system-out") or "" for c in root.iter("testcase")
+                    if c.get("name") == testcase)
+
     def ledgers(self) -> list[dict[str, object]]:
         return [json.loads(p.read_text())
                 for p in sorted((self.root / ".cdd" / "runs").glob("*/ledger.json"))]

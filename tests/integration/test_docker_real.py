@@ -78,9 +78,7 @@ def test_each_machine_s_failure_is_told_by_its_own_cause(docker_pair: Project) -
     proc = docker_pair.cdd("run")
 
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    root = ET.parse(docker_pair.root / "reports" / "junit.xml").getroot()
-    errors = {c.get("classname"): (c.find("error").get("message") or "")
-              for c in root.iter("testcase") if c.find("error") is not None}
+    errors = docker_pair.junit_errors()
     # each machine its own cause: alpha's package, beta's hang cut at its own timeout
     assert errors["pair.alpha.provision"] == ("E: Unable to locate package cdd-no-such-package "
                                               "(vagrant provision alpha exited 1)")
@@ -101,9 +99,7 @@ def test_a_machine_vagrant_could_not_destroy_is_named_and_removed(docker_pair: P
 
     # Vagrant's failure is a note: the provider's own tools removed what it left
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    root = ET.parse(docker_pair.root / "reports" / "junit.xml").getroot()
-    destroy = next(c for c in root.iter("testcase") if c.get("name") == "destroy")
-    assert destroy.findtext("system-out") == \
+    assert docker_pair.junit_output("destroy") == \
         "beta: cannot release the storage of beta (vagrant destroy beta exited 1)"
     logs = docker_pair.root / "reports" / "logs"
     assert "storage of beta" not in (logs / "alpha" / "destroy.log").read_text()

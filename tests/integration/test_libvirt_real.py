@@ -139,9 +139,7 @@ def test_one_vagrant_up_of_both_tells_each_machine_s_failure(libvirt_pair: Proje
     proc = libvirt_pair.cdd("run", timeout=1800)
 
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    root = ET.parse(libvirt_pair.root / "reports" / "junit.xml").getroot()
-    errors = {c.get("classname"): (c.find("error").get("message") or "")
-              for c in root.iter("testcase") if c.find("error") is not None}
+    errors = libvirt_pair.junit_errors()
     # alpha's package (Vagrant killed before it could close with its error), beta's hang
     # cut at its own timeout
     assert errors["pair.alpha.provision"] == ("E: Unable to locate package cdd-no-such-package "
@@ -150,8 +148,7 @@ def test_one_vagrant_up_of_both_tells_each_machine_s_failure(libvirt_pair: Proje
                                              "while running: waiting for the cluster to form")
     logs = libvirt_pair.root / "reports" / "logs"
     assert "cdd-no-such-package" not in (logs / "beta" / "provision.log").read_text()
-    destroy = next(c for c in root.iter("testcase") if c.get("name") == "destroy")
-    assert destroy.findtext("system-out") == \
+    assert libvirt_pair.junit_output("destroy") == \
         "beta: cannot release the storage of beta (vagrant destroy beta exited 1)"
     # a `vagrant destroy` each: the plugin's own parallel destroy is not thread-safe
     assert (logs / "beta" / "destroy.log").read_text().startswith("$ vagrant destroy -f beta\n")
