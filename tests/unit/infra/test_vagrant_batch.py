@@ -205,4 +205,3 @@ def test_a_name_that_begins_another_does_not_take_its_lines(tmp_path: Path) -> N
         shared.write("    web: Name: cdd-web\n")
     assert lines == {"web": ["    web: Name: cdd-web"],
                      "web2": ["==> web2: Creating the container..."]}
-
