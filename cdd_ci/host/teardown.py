@@ -44,9 +44,18 @@ def destroy_run(
             list(pool.map(provider.stop, running))
     destroyed: set[str] = set()
     if environment is not None:
-        failed = _vagrant_destroy(environment, ledger.machines, timeout, log_dir)
-        destroyed = set(ledger.machines) - set(failed)
-        problems += [f"{machine}: {exc}" for machine, exc in failed.items()]
+        # a process per machine on every provider (see BUILT_TOGETHER in infra/vagrant.py)
+        def one(machine: str) -> str:
+            log = log_dir / machine / "destroy.log" if log_dir else None
+            try:
+                environment.destroy(machine, timeout=timeout, log=log)
+                destroyed.add(machine)
+                return ""
+            except VagrantError as exc:
+                return f"{machine}: {exc}"
+
+        with ThreadPoolExecutor(max_workers=max(1, len(ledger.machines))) as pool:
+            problems += [p for p in pool.map(one, ledger.machines) if p]
     swept: list[str] = []
     for resource in _safe_find(provider, ledger, problems):
         try:
@@ -70,24 +79,6 @@ def destroy_run(
         if on_step:
             on_step(step)
     return [destroy, verified]
-
-
-def _vagrant_destroy(environment: Environment, machines: list[str], timeout: float,
-                     log_dir: Path | None) -> dict[str, VagrantError]:
-    """Vagrant's destroy of every machine at once, a process each (see BUILT_TOGETHER in
-    infra/vagrant.py); what failed, by machine."""
-    failed: dict[str, VagrantError] = {}
-
-    def one(machine: str) -> None:
-        log = log_dir / machine / "destroy.log" if log_dir else None
-        try:
-            environment.destroy(machine, timeout=timeout, log=log)
-        except VagrantError as exc:
-            failed[machine] = exc
-
-    with ThreadPoolExecutor(max_workers=max(1, len(machines))) as pool:
-        list(pool.map(one, machines))
-    return {m: failed[m] for m in machines if m in failed}  # in the ledger's order
 
 
 def verify_gone(

@@ -264,7 +264,6 @@ class VagrantCli:
         # `destroy -f` of a machine that was never created, or is gone, exits 0: idempotent
         self._run("destroy", "-f", machine, timeout=timeout, log=log)
 
-
     def _data_dir(self) -> Path:
         # a relative VAGRANT_DOTFILE_PATH is relative to the Vagrantfile's directory
         return self.directory / (self.env.get("VAGRANT_DOTFILE_PATH") or ".vagrant")

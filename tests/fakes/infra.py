@@ -87,7 +87,7 @@ class FakeEnvironment:
     """Machines whose `vagrant up` could not write it (cdd asks Vagrant instead)."""
     written: dict[str, str] = field(default_factory=dict)
     together: bool = False
-    """The provider builds every machine in one `vagrant up` (docker, libvirt)."""
+    """The provider builds every machine in one `vagrant up` (libvirt)."""
     no_vagrant: bool = False
     """The `vagrant` executable cannot be run at all."""
     _asked: threading.Condition = field(default_factory=threading.Condition)

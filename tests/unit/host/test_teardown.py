@@ -4,7 +4,6 @@ left" without reason to believe it."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from cdd_ci.host.ledger import Ledger
 from cdd_ci.host.teardown import destroy_run
@@ -16,12 +15,12 @@ RUN = "20261203120000-abcdef"
 MACHINES = ["broker", "database"]
 
 
-def built(**world: Any) -> tuple[Ledger, FakeHost, FakeEnvironment]:
+def built(**fail: set[str]) -> tuple[Ledger, FakeHost, FakeEnvironment]:
     host = FakeHost()
     for machine in MACHINES:
         host.machines[machine_name(RUN, machine)] = "running"
     ledger = Ledger(RUN, "env", "/nowhere", "fake", list(MACHINES), {}, time.time())
-    return ledger, host, FakeEnvironment(host, RUN, list(MACHINES), **world)
+    return ledger, host, FakeEnvironment(host, RUN, list(MACHINES), **fail)
 
 
 def test_a_clean_destroy_is_verified_by_the_provider_without_asking_vagrant_again() -> None:
@@ -48,4 +47,3 @@ def test_a_machine_vagrant_still_holds_after_destroy_said_yes_is_found() -> None
     assert verified.status is Status.ERROR
     assert verified.message == "left behind: vagrant database (running)"
     assert environment.status_asked == 1
-

@@ -1,4 +1,4 @@
-"""One `vagrant up` of several machines (docker, libvirt): each machine still gets its own
+"""One `vagrant up` of several machines (libvirt): each machine still gets its own
 logs, live lines, phase timeouts and failure, from Vagrant's output as it really prints it."""
 
 from __future__ import annotations
