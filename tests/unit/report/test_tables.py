@@ -115,7 +115,7 @@ def test_the_run_summary_never_cuts_a_status_word(terminal: bool) -> None:
     lines = shown(render, terminal=terminal)
     assert_readable(lines, terminal=terminal)
     rows = [line.split() for line in lines]
-    assert ["broker", "check", "❌", "1/2", "passed", "2m", "01s"] in rows
+    assert ["broker", "check", "❌", "1/2", "passed", "2m", "00s"] in rows
     assert ["database", "harvest", "💥", "1/2", "passed", "2m", "04s"] in rows
     assert ["environment", "provision"] not in [r[:2] for r in rows]
     assert ["environment", "verify", "✅", "passed", "0.4s"] in rows
