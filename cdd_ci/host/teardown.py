@@ -37,8 +37,11 @@ def destroy_run(
     """
     started = time.monotonic()
     problems: list[str] = []
-    # power off first, all at once: Vagrant's destroy would shut each machine down politely
-    running = _safe_find(provider, ledger, problems)
+    # power off first, all at once, where Vagrant's destroy would shut each machine down
+    # politely (a graceful stop can outlast a cancelled job); where it pulls the plug itself,
+    # its destroy does that beside the others' instead of after a step of ours
+    running = [r for r in _safe_find(provider, ledger, problems)
+               if environment is None or not provider.pulled_by_vagrant(r)]
     if running:
         with ThreadPoolExecutor(max_workers=len(running)) as pool:
             list(pool.map(provider.stop, running))

@@ -35,6 +35,10 @@ class FakeHost:
     fail_remove: bool = False
     fail_listing: bool = False
     """The provider's listing tool fails (a daemon down, a hung `virsh`)."""
+    plug_pulled_by_vagrant: bool = False
+    """Vagrant's destroy powers machines off at once (libvirt): teardown need not stop them."""
+    stopped: list[str] = field(default_factory=list)
+    """Machines powered off by `stop`, in order."""
 
     def find(self, provider: str, run_ids: Sequence[str] | None = None) -> list[Resource]:
         if self.fail_listing:
@@ -51,8 +55,12 @@ class FakeHost:
 
     def stop(self, resource: Resource) -> None:
         with self.lock:
+            self.stopped.append(resource.name)
             if resource.name in self.machines:
                 self.machines[resource.name] = "stopped"
+
+    def pulled_by_vagrant(self, resource: Resource) -> bool:
+        return self.plug_pulled_by_vagrant
 
     def remove(self, resource: Resource) -> None:
         if self.fail_remove:

@@ -34,7 +34,7 @@ from cdd_ci.infra.providers.base import (
 )
 
 __all__ = ["NAME_RE", "ListingFailed", "Provider", "RealProvider", "Resource", "available",
-           "find", "machine_name", "remove", "started_at", "stop"]
+           "find", "machine_name", "pulled_by_vagrant", "remove", "started_at", "stop"]
 
 DRIVERS: dict[str, Driver] = {
     driver.name: driver
@@ -72,6 +72,12 @@ def stop(resource: Resource) -> None:
         run_tolerating_failure(driver.stop_argv(resource.name))  # already stopped is fine
 
 
+def pulled_by_vagrant(resource: Resource) -> bool:
+    """Whether Vagrant's destroy powers this machine off at once by itself."""
+    driver = DRIVERS.get(resource.provider)
+    return driver is not None and driver.vagrant_pulls_the_plug
+
+
 def remove(resource: Resource) -> None:
     """Remove one machine with the provider's own tools; gone already counts as removed."""
     driver = DRIVERS.get(resource.provider)
@@ -98,6 +104,10 @@ class Provider(Protocol):
 
     def stop(self, resource: Resource) -> None: ...
 
+    def pulled_by_vagrant(self, resource: Resource) -> bool:
+        """Vagrant's destroy powers it off at once (no need to stop it first)."""
+        ...
+
     def remove(self, resource: Resource) -> None: ...
 
 
@@ -110,6 +120,9 @@ class RealProvider:
 
     def stop(self, resource: Resource) -> None:
         stop(resource)
+
+    def pulled_by_vagrant(self, resource: Resource) -> bool:
+        return pulled_by_vagrant(resource)
 
     def remove(self, resource: Resource) -> None:
         remove(resource)

@@ -55,6 +55,9 @@ class Driver:
     remove_argvs: Callable[[str], list[list[str]]]
     sockets: Callable[[], list[str]] = lambda: []
     """The daemon's Unix sockets, any of which answering means it runs (none: no daemon)."""
+    vagrant_pulls_the_plug: bool = False
+    """Vagrant's own destroy powers the machine off at once, with no polite shutdown, so
+    stopping it first would only put a step in front of Vagrant's start-up."""
 
     def installed(self) -> bool:
         return shutil.which(self.tool()) is not None

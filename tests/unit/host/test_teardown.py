@@ -47,3 +47,27 @@ def test_a_machine_vagrant_still_holds_after_destroy_said_yes_is_found() -> None
     assert verified.status is Status.ERROR
     assert verified.message == "left behind: vagrant database (running)"
     assert environment.status_asked == 1
+
+
+def test_machines_are_powered_off_before_a_vagrant_destroy_that_would_shut_them_down() -> None:
+    ledger, host, environment = built()
+    destroy_run(ledger, environment, host, timeout=10)
+    assert sorted(host.stopped) == sorted(machine_name(RUN, m) for m in MACHINES)
+    assert host.machines == {}
+
+
+def test_where_vagrant_pulls_the_plug_itself_its_destroy_is_not_kept_waiting() -> None:
+    ledger, host, environment = built()
+    host.plug_pulled_by_vagrant = True
+    destroy, verified = destroy_run(ledger, environment, host, timeout=10)
+    assert host.stopped == []
+    assert (destroy.status, verified.status) == (Status.PASSED, Status.PASSED)
+    assert host.machines == {}
+
+
+def test_without_a_vagrantfile_the_provider_stops_what_it_then_removes() -> None:
+    ledger, host, _ = built()
+    host.plug_pulled_by_vagrant = True
+    _, verified = destroy_run(ledger, None, host, timeout=10)
+    assert len(host.stopped) == len(MACHINES)
+    assert verified.status is Status.PASSED and host.machines == {}

@@ -65,3 +65,10 @@ def test_each_kind_is_removed_with_its_own_command(
     assert f"net-destroy cdd-{RUN}-private" in calls and f"net-undefine cdd-{RUN}-private" in calls
     assert f"undefine cdd-{RUN}-alpha --remove-all-storage --nvram" in calls
     assert f"-c qemu:///system destroy cdd-{RUN}-alpha" in calls
+
+
+def test_only_libvirt_machines_are_left_for_vagrant_s_destroy_to_power_off() -> None:
+    # vagrant-libvirt's destroy is a hard power-off; docker's waits for a polite stop
+    assert providers.pulled_by_vagrant(providers.Resource("libvirt", "d", RUN, "alpha"))
+    assert not providers.pulled_by_vagrant(providers.Resource("docker", "c", RUN, "alpha"))
+    assert not providers.pulled_by_vagrant(providers.Resource("lxc", "c", RUN, "alpha"))
