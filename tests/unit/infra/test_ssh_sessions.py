@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -114,3 +115,55 @@ def test_a_batch_the_machine_cannot_run_is_an_ssh_error(
     monkeypatch.setenv("PATH", f"{tmp_path / 'local-bin'}:/nonexistent")  # no coreutils
     with pytest.raises(SshError):
         session.run_many([Command("true", 5)])
+
+
+def test_a_command_over_its_time_limit_is_ended_with_all_it_started(
+        local_ssh: None, tmp_path: Path) -> None:
+    marker = "61.2345"  # a sleep no one else runs
+    session = SshSession("m1", tmp_path / "config", tmp_path / "m1.sock")
+    hung, quick = session.run_many([
+        Command(f"sleep {marker} & sleep {marker}; echo never", 1),
+        Command("echo quick", 10),
+    ])
+    assert isinstance(hung, SshError) and "timed out after 1 s" in str(hung)
+    assert isinstance(quick, CommandResult) and quick.stdout == "quick\n"
+    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True,
+                          check=False)
+    assert left.stdout == ""
+
+
+def test_a_batch_runs_the_same_where_the_login_shell_is_not_bash(
+        local_ssh: None, tmp_path: Path) -> None:
+    ssh = tmp_path / "local-bin" / "ssh"
+    ssh.write_text(LOCAL_SSH.replace("exec bash -c", "exec sh -c"))
+    session = SshSession("m1", tmp_path / "config", tmp_path / "m1.sock")
+    slow, ok = session.run_many([Command("sleep 30", 1), Command("echo $0", 10)])
+    assert isinstance(slow, SshError) and "timed out" in str(slow)
+    assert isinstance(ok, CommandResult) and ok.stdout == "/bin/sh\n"  # the login shell's
+
+
+def test_under_a_bash_login_shell_each_command_still_behaves_as_its_own_shell(
+        local_ssh: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHELL", "/bin/bash")
+    marker = "62.3456"
+    session = SshSession("m1", tmp_path / "config", tmp_path / "m1.sock")
+    results = session.run_many([
+        Command("echo out; echo err >&2; exit 3", 10),
+        Command("type __cdd_one __cdd_late", 10),  # the batch's helpers are not the check's
+        Command("echo $$", 10),
+        Command("echo ${$}", 10),
+        Command(f"sleep {marker} & wait", 1),
+        Command("set -e; false; echo not reached", 10),
+    ])
+    own, helpers, pid_a, pid_b, hung, strict = results
+    assert isinstance(own, CommandResult)
+    assert (own.exit_code, own.stdout, own.stderr) == (3, "out\n", "err\n")
+    assert isinstance(helpers, CommandResult) and helpers.exit_code != 0
+    # a command that names $$ gets a shell, and a pid, of its own
+    assert isinstance(pid_a, CommandResult) and isinstance(pid_b, CommandResult)
+    assert pid_a.stdout != pid_b.stdout
+    assert isinstance(hung, SshError) and "timed out after 1 s" in str(hung)
+    assert isinstance(strict, CommandResult) and (strict.exit_code, strict.stdout) == (1, "")
+    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True,
+                          check=False)
+    assert left.stdout == ""
