@@ -132,7 +132,8 @@ __cdd_one() {
   __cdd_i=$1; read -r __cdd_s _ </proc/uptime
   case $2 in
     sudo) sudo -n bash -c "$3" ;;
-    sub) if [ -n "$__cdd_sub" ]; then (set +m; unset -f __cdd_one __cdd_late; eval "$3")
+    sub) if [ -n "$__cdd_sub" ]; then
+           (__cdd_c=$3; set +m --; unset -f __cdd_one __cdd_late; eval "$__cdd_c")
          else "${SHELL:-/bin/sh}" -c "$3"; fi ;;
     *) "${SHELL:-/bin/sh}" -c "$3" ;;
   esac </dev/null >"$__cdd_d/$__cdd_i.out" 2>"$__cdd_d/$__cdd_i.err"; __cdd_rc=$?

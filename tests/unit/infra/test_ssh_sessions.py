@@ -154,8 +154,9 @@ def test_under_a_bash_login_shell_each_command_still_behaves_as_its_own_shell(
         Command("echo ${$}", 10),
         Command(f"sleep {marker} & wait", 1),
         Command("set -e; false; echo not reached", 10),
+        Command('echo "[$#:${1-}]"', 10),  # no arguments, as `bash -c` gives it none
     ])
-    own, helpers, pid_a, pid_b, hung, strict = results
+    own, helpers, pid_a, pid_b, hung, strict, arguments = results
     assert isinstance(own, CommandResult)
     assert (own.exit_code, own.stdout, own.stderr) == (3, "out\n", "err\n")
     assert isinstance(helpers, CommandResult) and helpers.exit_code != 0
@@ -164,6 +165,7 @@ def test_under_a_bash_login_shell_each_command_still_behaves_as_its_own_shell(
     assert pid_a.stdout != pid_b.stdout
     assert isinstance(hung, SshError) and "timed out after 1 s" in str(hung)
     assert isinstance(strict, CommandResult) and (strict.exit_code, strict.stdout) == (1, "")
+    assert isinstance(arguments, CommandResult) and arguments.stdout == "[0:]\n"
     left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True,
                           check=False)
     assert left.stdout == ""
