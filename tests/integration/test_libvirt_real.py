@@ -88,6 +88,8 @@ def test_passing_run_on_libvirt_leaves_nothing(libvirt_pair: Project) -> None:
     assert (logs / "alpha" / "up.log").read_text().startswith(
         "$ vagrant up alpha beta --provider=libvirt --provision --parallel\n")
     assert "beta:" not in (logs / "alpha" / "provision.log").read_text()
+    # both destroys side by side, and neither tripped over the other on the private network
+    assert libvirt_pair.junit_output("destroy") == ""
     assert libvirt_pair.run_ids()
     assert left(libvirt_pair) == []
     assert libvirt_pair.ledgers() == []

@@ -47,7 +47,8 @@ module CddEnv
 
   class LibvirtNetworkFailed < Vagrant::Errors::VagrantError
     def error_message
-      "could not create the libvirt network #{@extra_data[:name]}: #{@extra_data[:why]}"
+      "could not #{@extra_data[:action]} the libvirt network #{@extra_data[:name]}: " \
+        "#{@extra_data[:why]}"
     end
   end
 
@@ -70,9 +71,28 @@ module CddEnv
           file.flush
           [["net-define", file.path], ["net-start", name]].each do |args|
             out, status = Open3.capture2e(*VIRSH, *args)
-            raise LibvirtNetworkFailed.new(name: name, why: out.strip) unless status.success?
+            next if status.success?
+
+            raise LibvirtNetworkFailed.new(action: "create", name: name, why: out.strip)
           end
         end
+      end
+    end
+
+    # Removed, under the same lock, by the destroy of the last machine still on it: left to
+    # vagrant-libvirt, every machine's destroy removes it, and two of them side by side (as
+    # cdd runs them) raced, one failing on a network the other had just undefined.
+    def self.release(name)
+      File.open(LOCK, File::RDWR | File::CREAT, 0o644) do |lock|
+        lock.flock(File::LOCK_EX)
+        xml, status = Open3.capture2e(*VIRSH, "net-dumpxml", name)
+        return unless status.success?                    # gone already
+        return if xml.match?(/<network[^>]*\sconnections=/) # a machine still on it
+
+        Open3.capture2e(*VIRSH, "net-destroy", name)     # fails only if it is not active
+        out, status = Open3.capture2e(*VIRSH, "net-undefine", name)
+        raise LibvirtNetworkFailed.new(action: "remove", name: name, why: out.strip) \
+          unless status.success?
       end
     end
   end
@@ -224,10 +244,15 @@ module CddEnv
       network = "cdd-#{RUN_ID}-private"
       override.vm.network "private_network", ip: ip, libvirt__network_name: network,
                                              libvirt__dhcp_enabled: false,
-                                             libvirt__forward_mode: "none"
+                                             libvirt__forward_mode: "none",
+                                             libvirt__always_destroy: false
       override.trigger.before :up do |t|
         t.name = "private network #{network}"
         t.ruby { |_env, _machine| LibvirtNetwork.ensure(network, ip.sub(/\.\d+\z/, "")) }
+      end
+      override.trigger.after :destroy do |t|
+        t.name = "private network #{network}"
+        t.ruby { |_env, _machine| LibvirtNetwork.release(network) }
       end
     end
   end
