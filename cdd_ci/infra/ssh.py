@@ -163,7 +163,6 @@ rm -rf "$__cdd_d"
 """
 KILL_AFTER = 2.0
 """Seconds between TERM and KILL for a command over its time limit (as `timeout -k 2`)."""
-KILLED = (128 + 15, 128 + 9)
 _OWN_PID = re.compile(r"\$\$|\$\{\$\}")
 
 
@@ -339,21 +338,19 @@ class SshSession:
             raise SshError(f"ssh to {self.name}: unreadable batch results: {exc}") from None
         found: dict[int, CommandResult | SshError] = {}
         for i, command in enumerate(commands):
-            # the watchdog's TERM ends the command's recorder too, unless it had just ended
-            late = SshError(f"ssh to {self.name}: command timed out after "
-                            f"{command.timeout:.0f} s") if f"{i}.late" in data else None
+            if f"{i}.late" in data:
+                # as `timeout` has it, whatever the command did once told to stop (the
+                # watchdog's TERM usually ends the recorder of its exit status with it)
+                found[i] = SshError(f"ssh to {self.name}: command timed out after "
+                                    f"{command.timeout:.0f} s")
+                continue
             try:
                 code, start, end = data[f"{i}.rc"].split()
                 rc, seconds = int(code), max(0.0, float(end) - float(start))
             except (KeyError, ValueError):
-                if late is not None:
-                    found[i] = late
                 continue
-            if late is not None and rc in KILLED:
-                found[i] = late
-            else:
-                found[i] = CommandResult(command.command, rc, data.get(f"{i}.out", ""),
-                                         data.get(f"{i}.err", ""), seconds)
+            found[i] = CommandResult(command.command, rc, data.get(f"{i}.out", ""),
+                                     data.get(f"{i}.err", ""), seconds)
         missing = [i for i in range(len(commands)) if i not in found]
         if missing:
             raise SshError(f"ssh to {self.name}: batch returned no result for "

@@ -169,3 +169,10 @@ def test_under_a_bash_login_shell_each_command_still_behaves_as_its_own_shell(
     left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True,
                           check=False)
     assert left.stdout == ""
+
+
+def test_a_command_that_ignores_the_stop_is_still_one_that_timed_out(
+        local_ssh: None, tmp_path: Path) -> None:
+    session = SshSession("m1", tmp_path / "config", tmp_path / "m1.sock")
+    [stubborn] = session.run_many([Command("trap 'exit 0' TERM; sleep 30 & wait", 1)])
+    assert isinstance(stubborn, SshError) and "timed out after 1 s" in str(stubborn)
