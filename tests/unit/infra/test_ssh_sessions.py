@@ -112,7 +112,7 @@ def test_many_commands_in_one_session_keep_their_own_results(
 def test_a_batch_the_machine_cannot_run_is_an_ssh_error(
         local_ssh: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     session = SshSession("m1", tmp_path / "config", tmp_path / "m1.sock")
-    monkeypatch.setenv("PATH", f"{tmp_path / 'local-bin'}:/nonexistent")  # no coreutils
+    monkeypatch.setenv("PATH", f"{tmp_path / 'local-bin'}:/nonexistent")  # no bash, no tar
     with pytest.raises(SshError):
         session.run_many([Command("true", 5)])
 
