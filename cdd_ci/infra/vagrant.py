@@ -11,19 +11,19 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, TypeVar
 
 import vagrant as python_vagrant
 from cdd_ci.infra import procs
+from cdd_ci.infra.vagrant_batch import FINISHED, SharedUp, Stopped
 from cdd_ci.infra.vagrant_batch import PROVISIONING as PROVISIONING
 from cdd_ci.infra.vagrant_batch import LineSink as LineSink
 from cdd_ci.infra.vagrant_batch import MachineUp as MachineUp
 from cdd_ci.infra.vagrant_batch import Provisioning as Provisioning
-from cdd_ci.infra.vagrant_batch import SharedUp, Stopped
 from cdd_ci.models import CommandResult, Package
 from cdd_ci.report import cause
 
@@ -62,11 +62,14 @@ class Installation:
 GONE_STATES = frozenset({"not_created", "not created"})
 LOCKED = "because it is locked"
 _PLUGIN = re.compile(r"^(\S+) \(([^,)]+)")
+T = TypeVar("T")
 LOCK_RETRIES = (1.0, 2.0, 4.0, 8.0)
-"""Vagrant takes a per-machine file lock for every action, and some providers (vagrant-lxc's
-ssh_info) take it again from inside a sibling machine's action: machines built by parallel
-processes then now and then see "machine is locked" for a moment. Waiting it out is safe
-because `up` and `provision` resume where they stopped."""
+"""Vagrant locks a machine's entry in its host-wide index each time it asks the machine's
+state, and raises "because it is locked" instead of waiting when another process holds it:
+a `vagrant global-status --prune` run by anyone on the host asks every machine's state,
+and so does a `vagrant status` beside a `vagrant up`. Waiting it out and running the
+command again is safe, but an `up` that provisions does not always resume where it stopped
+(see `VagrantCli.up`)."""
 
 
 class VagrantError(Exception):
@@ -162,19 +165,18 @@ class VagrantCli:
         deadline = time.monotonic() + timeout
         if isinstance(log, _SplitLog):
             deadline += log.provision.timeout
-        for delay in LOCK_RETRIES:
-            try:
-                return self._run_once(*args, timeout=timeout, log=log, on_line=on_line,
-                                      background=background)
-            except VagrantError as exc:
-                if LOCKED not in exc.output or time.monotonic() + delay >= deadline:
-                    raise
+
+        def waiting(note: str) -> None:
+            with _sink(log) as sink:
+                if sink is not None:
+                    sink.write(note + "\n")
             if on_line is not None:
-                on_line(f"(machine locked by another Vagrant process: retrying in {delay:g} s)")
-            time.sleep(delay)
-            timeout = deadline - time.monotonic()
-        return self._run_once(*args, timeout=timeout, log=log, on_line=on_line,
-                              background=background)
+                on_line(note)
+
+        return _waiting_out_locks(
+            lambda left: self._run_once(*args, timeout=left, log=log, on_line=on_line,
+                                        background=background),
+            timeout, deadline, waiting)
 
     def _run_once(
         self,
@@ -186,6 +188,8 @@ class VagrantCli:
     ) -> CommandResult:
         argv = self._argv(*args)
         split = log if isinstance(log, _SplitLog) else None
+        if split is not None:
+            split.attempt()
         rearm = procs.Rearm(PROVISIONING, split.provision.timeout, split.provisioning_began) \
             if split else None
         try:
@@ -218,6 +222,12 @@ class VagrantCli:
         with _SplitLog(log, provision) as split:
             self._run("up", machine, f"--provider={self.provider}", "--provision",
                       timeout=timeout, log=split, on_line=on_line)
+            if split.retried_up_skipped_provisioning():
+                # vagrant-lxc's `up` of a container that is already running does nothing at
+                # all, so the container a locked attempt started would go unprovisioned
+                split.provisioning_began()
+                self._run("provision", machine, timeout=provision.timeout, log=split,
+                          on_line=on_line)
 
     def builds_together(self) -> bool:
         return self.provider in BUILT_TOGETHER
@@ -313,6 +323,9 @@ class _SplitLog:
     def __init__(self, up_log: Path, provision: Provisioning) -> None:
         self.provision = provision
         self.provisioning = False
+        self.attempts = 0
+        self.provisioned_in_attempt = False
+        self.finished_in_attempt = 0
         self._logs = (up_log, provision.log)
         self._fh: IO[str] | None = None
         self._open(up_log)
@@ -334,14 +347,28 @@ class _SplitLog:
     def provisioning_began(self) -> None:
         """Told by the command's run (procs.Rearm) at Vagrant's first provisioner line; once
         only, though a locked machine's retry prints it again."""
+        self.provisioned_in_attempt = True
         if self.provisioning:
             return
         self.provisioning = True
         self._open(self._logs[1])
         self.provision.started()
 
+    def attempt(self) -> None:
+        """A Vagrant command starts writing here: the first, or one run again."""
+        self.attempts += 1
+        self.provisioned_in_attempt = False
+
+    def retried_up_skipped_provisioning(self) -> bool:
+        """The `up` was run again, and the attempt that succeeded never provisioned, though
+        no attempt before it saw the machine through (cdd_env.rb's after-up trigger)."""
+        earlier_finished = 0 < self.finished_in_attempt < self.attempts
+        return self.attempts > 1 and not self.provisioned_in_attempt and not earlier_finished
+
     def write(self, text: str) -> int:
         assert self._fh is not None
+        if FINISHED in text and not self.finished_in_attempt:
+            self.finished_in_attempt = self.attempts
         return self._fh.write(text)
 
     def flush(self) -> None:
@@ -370,24 +397,53 @@ class GlobalEntry:
     directory: str
 
 
+def _waiting_out_locks(attempt: Callable[[float], T], timeout: float, deadline: float,
+                       waiting: Callable[[str], None] = lambda _: None) -> T:
+    """`attempt(timeout)`, then again (with what is left before `deadline`) for as long as
+    Vagrant says a machine is locked, and LOCK_RETRIES and the time allow."""
+    for delay in LOCK_RETRIES:
+        try:
+            return attempt(timeout)
+        except VagrantError as exc:
+            if LOCKED not in exc.output or time.monotonic() + delay >= deadline:
+                raise
+        waiting(f"(machine locked by another Vagrant process: retrying in {delay:g} s)")
+        time.sleep(delay)
+        timeout = deadline - time.monotonic()
+    return attempt(timeout)
+
+
+def _anywhere(args: tuple[str, ...], env: Mapping[str, str], *, timeout: float) \
+        -> CommandResult:
+    """A Vagrant command about the whole host, run from no Vagrantfile's directory. Reading
+    the index asks every machine's state, so it too can find a machine locked."""
+    exe = python_vagrant.get_vagrant_executable()
+    if exe is None:
+        raise VagrantError("vagrant is not installed (see scripts/setup-host.sh)")
+    what = " ".join(a for a in args if not a.startswith("-"))
+
+    def attempt(left: float) -> CommandResult:
+        try:
+            result = procs.run([exe, *args], timeout=left, env=env)
+        except procs.CommandTimeout:
+            raise VagrantError(f"vagrant {what} timed out after {timeout:.0f} s") from None
+        except OSError as exc:
+            raise VagrantError(f"cannot run vagrant: {exc}") from None
+        if result.exit_code != 0:
+            output = result.stdout + result.stderr
+            raise VagrantError(f"vagrant {what} failed (exit {result.exit_code}): "
+                               f"{last_error_line(output)}", output)
+        return result
+
+    return _waiting_out_locks(attempt, timeout, time.monotonic() + timeout)
+
+
 def global_status(
     env: Mapping[str, str], *, prune: bool, timeout: float
 ) -> list[GlobalEntry]:
     """Vagrant's machine index; `prune` first drops the entries of machines that are gone."""
-    exe = python_vagrant.get_vagrant_executable()
-    if exe is None:
-        raise VagrantError("vagrant is not installed (see scripts/setup-host.sh)")
-    argv = [exe, "global-status", *(["--prune"] if prune else [])]
-    try:
-        result = procs.run(argv, timeout=timeout, env=env)
-    except procs.CommandTimeout:
-        raise VagrantError(f"vagrant global-status timed out after {timeout:.0f} s") from None
-    except OSError as exc:
-        raise VagrantError(f"cannot run vagrant: {exc}") from None
-    if result.exit_code != 0:
-        raise VagrantError(f"vagrant global-status failed (exit {result.exit_code}): "
-                           f"{last_error_line(result.stdout + result.stderr)}")
-    return parse_global_status(result.stdout)
+    args = ("global-status", *(["--prune"] if prune else []))
+    return parse_global_status(_anywhere(args, env, timeout=timeout).stdout)
 
 
 def parse_plugins(output: str) -> list[Package]:
@@ -415,19 +471,7 @@ def parse_global_status(text: str) -> list[GlobalEntry]:
 
 def destroy_global(entry_id: str, env: Mapping[str, str], *, timeout: float) -> None:
     """`vagrant destroy -f <id>` from anywhere, by the index's id."""
-    exe = python_vagrant.get_vagrant_executable()
-    if exe is None:
-        raise VagrantError("vagrant is not installed (see scripts/setup-host.sh)")
-    try:
-        result = procs.run([exe, "destroy", "-f", entry_id], timeout=timeout, env=env)
-    except procs.CommandTimeout:
-        raise VagrantError(f"vagrant destroy {entry_id} timed out after {timeout:.0f} s") \
-            from None
-    except OSError as exc:
-        raise VagrantError(f"cannot run vagrant: {exc}") from None
-    if result.exit_code != 0:
-        raise VagrantError(f"vagrant destroy {entry_id} failed (exit {result.exit_code}): "
-                           f"{last_error_line(result.stdout + result.stderr)}")
+    _anywhere(("destroy", "-f", entry_id), env, timeout=timeout)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

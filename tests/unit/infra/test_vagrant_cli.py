@@ -9,10 +9,13 @@ import pytest
 
 from cdd_ci.infra import procs
 from cdd_ci.infra.vagrant import (
+    GlobalEntry,
     Installation,
     Provisioning,
     VagrantCli,
     VagrantError,
+    destroy_global,
+    global_status,
     last_error_line,
 )
 from cdd_ci.models import Package
@@ -28,6 +31,13 @@ case "$1" in
     n=$(cat "$here/locked" 2>/dev/null || echo 0)
     if [ "$n" -gt 0 ]; then
       echo $((n - 1)) > "$here/locked"
+      echo "Vagrant can't use the requested machine because it is locked! This"; exit 1
+    fi
+    # vagrant-lxc: the up of a container that is running does nothing, provisioning included
+    [ -f "$here/running-$2" ] && exit 0
+    if [ -f "$here/locked-once-booting" ]; then
+      rm "$here/locked-once-booting"; touch "$here/running-$2"
+      echo "==> $2: Waiting for machine to boot. This may take a few minutes..."
       echo "Vagrant can't use the requested machine because it is locked! This"; exit 1
     fi
     if [ -f "$here/hang" ]; then sleep 300 & echo $! > "$here/child"; wait; fi
@@ -47,11 +57,24 @@ case "$1" in
       mkdir -p "$CDD_SSH_CONFIG_DIR"
       printf 'Host %s\n  HostName 10.0.3.9\n' "$2" > "$CDD_SSH_CONFIG_DIR/$2"
     fi ;;
+  provision)
+    echo "==> $2: Running provisioner: shell..."
+    echo "==> $2: provisioned" ;;
   status)
     echo "1,broker,provider-name,lxc"
     echo "1,broker,state,running"
     echo "1,database,provider-name,lxc"
     echo "1,database,state,not_created" ;;
+  global-status)
+    n=$(cat "$here/index-locked" 2>/dev/null || echo 0)
+    if [ "$n" -gt 0 ]; then
+      echo $((n - 1)) > "$here/index-locked"
+      echo "Vagrant can't use the requested machine because it is locked! This"; exit 1
+    fi
+    printf 'id       name   provider state   directory\n---------------------------\n'
+    printf '29bfa71  broker lxc      running /srv/shop\n \n' ;;
+  destroy)
+    [ -f "$here/destroy-fails" ] && { echo "The box is gone"; exit 1; } ;;
   --version) echo "Vagrant 2.3.4" ;;
   plugin)
     nice > "$here/niceness"
@@ -122,6 +145,50 @@ def test_a_locked_machine_is_retried(tmp_path: Path, fake_vagrant: Path) -> None
     (fake_vagrant / "locked").write_text("2")
     cli(tmp_path).up("broker", timeout=60, log=tmp_path / "up.log", on_line=lambda _: None)
     assert (fake_vagrant / "calls").read_text().count("up broker") == 3
+
+
+def test_a_machine_locked_once_booted_is_still_provisioned(tmp_path: Path,
+                                                         fake_vagrant: Path) -> None:
+    # the lock of Vagrant's machine index taken by a `global-status --prune` elsewhere, as
+    # the container boots: the retried up finds it running and does nothing at all
+    (fake_vagrant / "locked-once-booting").write_text("")
+    provision, began = provisioning(tmp_path)
+    lines: list[str] = []
+    cli(tmp_path).up("broker", timeout=60, log=tmp_path / "up.log", on_line=lines.append,
+                     provision=provision)
+    assert (fake_vagrant / "calls").read_text().splitlines() == [
+        "up broker --provider=lxc --provision", "up broker --provider=lxc --provision",
+        "provision broker"]
+    assert began == ["now"]
+    assert "retrying in 1 s" in (tmp_path / "up.log").read_text()
+    assert "==> broker: provisioned" in (tmp_path / "provision.log").read_text()
+
+
+def test_a_retried_up_that_provisioned_is_not_provisioned_again(tmp_path: Path,
+                                                               fake_vagrant: Path) -> None:
+    (fake_vagrant / "locked").write_text("1")
+    provision, began = provisioning(tmp_path)
+    cli(tmp_path).up("broker", timeout=60, log=tmp_path / "up.log", on_line=lambda _: None,
+                     provision=provision)
+    assert (fake_vagrant / "calls").read_text().count("provision") == 2  # both ups, no more
+    assert began == ["now"]
+
+
+def test_the_host_wide_index_is_read_once_no_machine_is_locked(tmp_path: Path,
+                                                               fake_vagrant: Path) -> None:
+    # pruning asks every machine's state: a run's `vagrant up` beside it holds one a moment
+    (fake_vagrant / "index-locked").write_text("1")
+    assert global_status(dict(os.environ), prune=True, timeout=30) == [
+        GlobalEntry("29bfa71", "broker", "lxc", "running", "/srv/shop")]
+    assert (fake_vagrant / "calls").read_text().splitlines() == ["global-status --prune"] * 2
+
+
+def test_a_host_wide_destroy_that_fails_says_so_in_a_line(tmp_path: Path,
+                                                          fake_vagrant: Path) -> None:
+    (fake_vagrant / "destroy-fails").write_text("")
+    with pytest.raises(VagrantError) as err:
+        destroy_global("29bfa71", dict(os.environ), timeout=30)
+    assert str(err.value) == "vagrant destroy 29bfa71 failed (exit 1): The box is gone"
 
 
 def test_a_failure_raises_with_the_telling_line(tmp_path: Path, fake_vagrant: Path) -> None:
