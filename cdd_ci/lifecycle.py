@@ -657,6 +657,8 @@ class _Build:
         self.told = False
 
     def came_up(self) -> None:
+        if self.provisioning is not None:
+            return  # its `vagrant up` was run again: it came up once
         run, machine = self.run, self.want.name
         self.provisioning = (time.monotonic(), run.clock())
         run._record_step(StepResult(Phase.UP, machine, "up", Status.PASSED,

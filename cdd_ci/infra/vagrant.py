@@ -219,7 +219,12 @@ class VagrantCli:
             self._run("up", machine, f"--provider={self.provider}", "--no-provision",
                       timeout=timeout, log=log, on_line=on_line)
             return
-        with _SplitLog(log, provision) as split:
+        self._up_provisioned(machine, timeout=timeout, log=log, on_line=on_line,
+                             provision=provision)
+
+    def _up_provisioned(self, machine: str, *, timeout: float, log: Path, on_line: LineSink,
+                        provision: Provisioning, tried_before: bool = False) -> None:
+        with _SplitLog(log, provision, tried_before) as split:
             self._run("up", machine, f"--provider={self.provider}", "--provision",
                       timeout=timeout, log=split, on_line=on_line)
             if split.retried_up_skipped_provisioning():
@@ -246,9 +251,21 @@ class VagrantCli:
                 return {s.machine: _stopped_error(s) for s in shared.killed()}
             except OSError as exc:
                 raise VagrantError(f"cannot run vagrant: {exc}") from None
-            return {s.machine: VagrantError(failure_message(s.action, result.exit_code,
-                                                            s.output), s.output)
-                    for s in shared.stopped(result.exit_code)}
+            failed = {s.machine: VagrantError(failure_message(s.action, result.exit_code,
+                                                              s.output), s.output)
+                      for s in shared.stopped(result.exit_code)}
+        # a machine found locked is built again on its own, as `up` waits locks out
+        for want in machines:
+            if want.name in failed and LOCKED in failed[want.name].output:
+                try:
+                    self._up_provisioned(want.name, timeout=timeout, log=want.log,
+                                         on_line=want.on_line, provision=want.provision,
+                                         tried_before=True)
+                except VagrantError as exc:
+                    failed[want.name] = exc
+                else:
+                    del failed[want.name]
+        return failed
 
     def ssh_config(self, machines: list[str], *, timeout: float) -> str:
         return self._run("ssh-config", *machines, timeout=timeout).stdout
@@ -320,10 +337,10 @@ class _SplitLog:
     """The log of a `vagrant up` that provisions: up.log until the first provisioner
     starts, the provisioning's own log from that line on (the line included)."""
 
-    def __init__(self, up_log: Path, provision: Provisioning) -> None:
+    def __init__(self, up_log: Path, provision: Provisioning, tried_before: bool) -> None:
         self.provision = provision
         self.provisioning = False
-        self.attempts = 0
+        self.attempts = 1 if tried_before else 0
         self.provisioned_in_attempt = False
         self.finished_in_attempt = 0
         self._logs = (up_log, provision.log)

@@ -49,6 +49,8 @@ SCRIPT = """#!/bin/sh
 # a stand-in for vagrant: prints what the real one printed, or hangs a machine's provisioner
 here=$(dirname "$0")
 echo "$@" >> "$here/calls"
+if [ -f "$here/ran" ] && [ -f "$here/then" ]; then cat "$here/then"; exit 0; fi
+touch "$here/ran"
 if [ -f "$here/hangs" ]; then
   echo "==> alpha: Running provisioner: shell..."
   echo "==> beta: Running provisioner: shell..."
@@ -120,6 +122,45 @@ def test_each_machine_has_its_own_up_and_provision_logs(tmp_path: Path,
     assert alpha.rstrip().endswith("went wrong.")
     beta = (logs / "beta" / "provision.log").read_text()
     assert "alpha" not in beta and "error" not in beta.lower()
+
+
+ALPHA_LOCKED = ALPHA_FAILS.replace("""\
+The SSH command responded with a non-zero exit status. Vagrant
+assumes that this means the command failed. The output for this command
+should be in the log above. Please read the output to determine what
+went wrong.
+""", """\
+Vagrant can't use the requested machine because it is locked! This
+means that another Vagrant process is currently reading or modifying
+the machine.
+""")
+
+
+def test_a_machine_the_shared_up_found_locked_is_built_again_on_its_own(
+        tmp_path: Path, fake_vagrant: Path) -> None:
+    (fake_vagrant / "output").write_text(ALPHA_LOCKED)
+    # its own `up` finds it running and does nothing; it is then provisioned
+    (fake_vagrant / "then").write_text("==> alpha: Running provisioner: shell...\n")
+    seen = Seen(tmp_path / "logs")
+    failed = VagrantCli(tmp_path, "docker", dict(os.environ)).up_together(
+        seen.machines, timeout=60)
+    assert failed == {}
+    assert (fake_vagrant / "calls").read_text().splitlines() == [
+        "up alpha beta --provider=docker --provision --parallel",
+        "up alpha --provider=docker --provision"]
+    assert seen.events == ["provisioning beta", "provisioning alpha", "finished beta",
+                           "provisioning alpha"]
+
+
+def test_a_machine_found_locked_whose_own_up_provisions_nothing_is_provisioned(
+        tmp_path: Path, fake_vagrant: Path) -> None:
+    (fake_vagrant / "output").write_text(ALPHA_LOCKED)
+    (fake_vagrant / "then").write_text("==> alpha: Machine already provisioned.\n")
+    failed = VagrantCli(tmp_path, "docker", dict(os.environ)).up_together(
+        Seen(tmp_path / "logs").machines, timeout=60)
+    assert failed == {}
+    assert (fake_vagrant / "calls").read_text().splitlines()[1:] == [
+        "up alpha --provider=docker --provision", "provision alpha"]
 
 
 def test_an_error_that_names_no_machine_fails_every_unfinished_one(
