@@ -39,9 +39,9 @@ BUILT_TOGETHER = frozenset({"libvirt"})
 """Providers whose machines one `vagrant up` builds, on threads of one Ruby process: where
 the CPU a second Ruby process takes is taken from emulated guests (see
 infra/vagrant_batch.py). Docker's plugin could too, but its machines were built sooner by a
-process each, measured side by side (10.5 s against 11.8 s). vagrant-lxc's machines take
-each other's lock from inside their actions (LOCK_RETRIES): in a process each, a locked
-machine is retried alone. VirtualBox's plugin builds one machine after another.
+process each, measured side by side (10.5 s against 11.8 s). vagrant-lxc's machines too: in
+a process each, a machine found locked (LOCK_RETRIES) is retried alone. VirtualBox's plugin
+builds one machine after another.
 
 Machines are destroyed by a process each on every provider: one `vagrant destroy
 --parallel` was slower on docker (4.3 s against 3.4 s) and no quicker on libvirt, whose
