@@ -19,11 +19,11 @@ from typing import IO, Protocol, TypeVar
 
 import vagrant as python_vagrant
 from cdd_ci.infra import procs
-from cdd_ci.infra.vagrant_batch import FINISHED, SharedUp, Stopped
 from cdd_ci.infra.vagrant_batch import PROVISIONING as PROVISIONING
 from cdd_ci.infra.vagrant_batch import LineSink as LineSink
 from cdd_ci.infra.vagrant_batch import MachineUp as MachineUp
 from cdd_ci.infra.vagrant_batch import Provisioning as Provisioning
+from cdd_ci.infra.vagrant_batch import SharedUp, Stopped
 from cdd_ci.models import CommandResult, Package
 from cdd_ci.report import cause
 
@@ -68,8 +68,8 @@ LOCK_RETRIES = (1.0, 2.0, 4.0, 8.0)
 state, and raises "because it is locked" instead of waiting when another process holds it:
 a `vagrant global-status --prune` run by anyone on the host asks every machine's state,
 and so does a `vagrant status` beside a `vagrant up`. Waiting it out and running the
-command again is safe, but an `up` that provisions does not always resume where it stopped
-(see `VagrantCli.up`)."""
+command again is safe, except that an `up` is run again on a machine made anew
+(`VagrantCli._start_over`)."""
 
 
 class VagrantError(Exception):
@@ -161,6 +161,7 @@ class VagrantCli:
         log: Path | _SplitLog | None = None,
         on_line: LineSink | None = None,
         background: bool = False,
+        again: Callable[[], None] = lambda: None,
     ) -> CommandResult:
         deadline = time.monotonic() + timeout
         if isinstance(log, _SplitLog):
@@ -176,7 +177,7 @@ class VagrantCli:
         return _waiting_out_locks(
             lambda left: self._run_once(*args, timeout=left, log=log, on_line=on_line,
                                         background=background),
-            timeout, deadline, waiting)
+            timeout, deadline, waiting, again)
 
     def _run_once(
         self,
@@ -188,8 +189,6 @@ class VagrantCli:
     ) -> CommandResult:
         argv = self._argv(*args)
         split = log if isinstance(log, _SplitLog) else None
-        if split is not None:
-            split.attempt()
         rearm = procs.Rearm(PROVISIONING, split.provision.timeout, split.provisioning_began) \
             if split else None
         try:
@@ -217,22 +216,21 @@ class VagrantCli:
            provision: Provisioning | None = None) -> None:
         if provision is None:
             self._run("up", machine, f"--provider={self.provider}", "--no-provision",
-                      timeout=timeout, log=log, on_line=on_line)
+                      timeout=timeout, log=log, on_line=on_line,
+                      again=lambda: self._start_over(machine, timeout=timeout, log=log))
             return
-        self._up_provisioned(machine, timeout=timeout, log=log, on_line=on_line,
-                             provision=provision)
-
-    def _up_provisioned(self, machine: str, *, timeout: float, log: Path, on_line: LineSink,
-                        provision: Provisioning, tried_before: bool = False) -> None:
-        with _SplitLog(log, provision, tried_before) as split:
+        with _SplitLog(log, provision) as split:
             self._run("up", machine, f"--provider={self.provider}", "--provision",
-                      timeout=timeout, log=split, on_line=on_line)
-            if split.retried_up_skipped_provisioning():
-                # vagrant-lxc's `up` of a container that is already running does nothing at
-                # all, so the container a locked attempt started would go unprovisioned
-                split.provisioning_began()
-                self._run("provision", machine, timeout=provision.timeout, log=split,
-                          on_line=on_line)
+                      timeout=timeout, log=split, on_line=on_line,
+                      again=lambda: self._start_over(machine, timeout=timeout, log=split))
+
+    def _start_over(self, machine: str, *, timeout: float, log: Path | _SplitLog) -> None:
+        """Before an `up` is run again: the machine a failed `up` left half made is destroyed.
+        Run on a machine that exists, `up` resumes only what its provider chooses to:
+        vagrant-lxc's and vagrant-libvirt's `up` of a running machine skip what the boot
+        does (private network, hostname), and vagrant-lxc's the provisioners too."""
+        if self.known(machine):
+            self._run("destroy", "-f", machine, timeout=timeout, log=log)  # waits locks out too
 
     def builds_together(self) -> bool:
         return self.provider in BUILT_TOGETHER
@@ -258,9 +256,9 @@ class VagrantCli:
         for want in machines:
             if want.name in failed and LOCKED in failed[want.name].output:
                 try:
-                    self._up_provisioned(want.name, timeout=timeout, log=want.log,
-                                         on_line=want.on_line, provision=want.provision,
-                                         tried_before=True)
+                    self._start_over(want.name, timeout=timeout, log=want.log)
+                    self.up(want.name, timeout=timeout, log=want.log, on_line=want.on_line,
+                            provision=want.provision)
                 except VagrantError as exc:
                     failed[want.name] = exc
                 else:
@@ -337,12 +335,9 @@ class _SplitLog:
     """The log of a `vagrant up` that provisions: up.log until the first provisioner
     starts, the provisioning's own log from that line on (the line included)."""
 
-    def __init__(self, up_log: Path, provision: Provisioning, tried_before: bool) -> None:
+    def __init__(self, up_log: Path, provision: Provisioning) -> None:
         self.provision = provision
         self.provisioning = False
-        self.attempts = 1 if tried_before else 0
-        self.provisioned_in_attempt = False
-        self.finished_in_attempt = 0
         self._logs = (up_log, provision.log)
         self._fh: IO[str] | None = None
         self._open(up_log)
@@ -364,28 +359,14 @@ class _SplitLog:
     def provisioning_began(self) -> None:
         """Told by the command's run (procs.Rearm) at Vagrant's first provisioner line; once
         only, though a locked machine's retry prints it again."""
-        self.provisioned_in_attempt = True
         if self.provisioning:
             return
         self.provisioning = True
         self._open(self._logs[1])
         self.provision.started()
 
-    def attempt(self) -> None:
-        """A Vagrant command starts writing here: the first, or one run again."""
-        self.attempts += 1
-        self.provisioned_in_attempt = False
-
-    def retried_up_skipped_provisioning(self) -> bool:
-        """The `up` was run again, and the attempt that succeeded never provisioned, though
-        no attempt before it saw the machine through (cdd_env.rb's after-up trigger)."""
-        earlier_finished = 0 < self.finished_in_attempt < self.attempts
-        return self.attempts > 1 and not self.provisioned_in_attempt and not earlier_finished
-
     def write(self, text: str) -> int:
         assert self._fh is not None
-        if FINISHED in text and not self.finished_in_attempt:
-            self.finished_in_attempt = self.attempts
         return self._fh.write(text)
 
     def flush(self) -> None:
@@ -415,9 +396,11 @@ class GlobalEntry:
 
 
 def _waiting_out_locks(attempt: Callable[[float], T], timeout: float, deadline: float,
-                       waiting: Callable[[str], None] = lambda _: None) -> T:
+                       waiting: Callable[[str], None] = lambda _: None,
+                       again: Callable[[], None] = lambda: None) -> T:
     """`attempt(timeout)`, then again (with what is left before `deadline`) for as long as
-    Vagrant says a machine is locked, and LOCK_RETRIES and the time allow."""
+    Vagrant says a machine is locked, and LOCK_RETRIES and the time allow; `again` is
+    called before each new attempt."""
     for delay in LOCK_RETRIES:
         try:
             return attempt(timeout)
@@ -426,6 +409,7 @@ def _waiting_out_locks(attempt: Callable[[float], T], timeout: float, deadline: 
                 raise
         waiting(f"(machine locked by another Vagrant process: retrying in {delay:g} s)")
         time.sleep(delay)
+        again()
         timeout = deadline - time.monotonic()
     return attempt(timeout)
 

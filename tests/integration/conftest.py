@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,6 +159,37 @@ class Project:
     def append_config(self, text: str) -> None:
         with (self.root / "cdd.toml").open("a") as fh:
             fh.write(text)
+
+
+def vagrant_index() -> Path:
+    return Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d") \
+        / "data" / "machine-index"
+
+
+def index_entry(project: Project, machine: str) -> str | None:
+    """The id of the machine's entry in Vagrant's host-wide index, once it has one."""
+    try:
+        machines = json.loads((vagrant_index() / "index").read_text())["machines"]
+    except (OSError, ValueError):
+        return None  # not written yet, or being rewritten
+    root = project.root.resolve()
+    return next((uuid for uuid, entry in machines.items()
+                 if entry["name"] == machine
+                 and Path(entry["vagrantfile_path"]).resolve() == root), None)
+
+
+@contextmanager
+def index_entry_held(project: Project, machine: str) -> Iterator[None]:
+    """Hold the machine's entry in Vagrant's index, as any Vagrant process asking the
+    machine's state does for a moment (`vagrant global-status --prune` asks them all)."""
+    # Vagrant rewrites the index in place: a read can find it half written
+    wait_for(f"{machine}'s entry in Vagrant's index",
+             lambda: index_entry(project, machine) is not None, 60)
+    uuid = index_entry(project, machine)
+    assert uuid is not None
+    with (vagrant_index() / f"{uuid}.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
 
 
 def copy_pair(parent: Path, name: str = "pair") -> Project:

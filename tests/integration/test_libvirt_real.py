@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from cdd_ci.infra import providers
 
 from ..conftest import REPO
-from .conftest import Project, copy_pair, wait_for
+from .conftest import Project, copy_pair, index_entry_held, wait_for
 
 pytestmark = [pytest.mark.vagrant, pytest.mark.slow]
 
@@ -155,6 +156,35 @@ def test_one_vagrant_up_of_both_tells_each_machine_s_failure(libvirt_pair: Proje
     # a `vagrant destroy` each: the plugin's own parallel destroy is not thread-safe
     assert (logs / "beta" / "destroy.log").read_text().startswith("$ vagrant destroy -f beta\n")
     assert "storage of beta" not in (logs / "alpha" / "destroy.log").read_text()
+    assert left(libvirt_pair) == []
+    assert libvirt_pair.ledgers() == []
+
+
+def test_a_machine_locked_in_the_shared_up_is_built_again_alone_and_provisioned(
+        libvirt_pair: Project) -> None:
+    """A reaper's `vagrant global-status --prune` holds alpha's entry in Vagrant's index as
+    alpha boots: the shared `vagrant up` fails alpha, and cdd makes it anew on its own."""
+    proc = libvirt_pair.start("run")
+    logs = libvirt_pair.root / "reports" / "logs"
+    def said(text: str) -> bool:
+        up_log = logs / "alpha" / "up.log"
+        return up_log.exists() and text in up_log.read_text()
+
+    # held from before the boot wait starts watching alpha's state (once a second) until
+    # after, lest it never ask while the entry is held
+    wait_for("alpha's domain to start", lambda: said("Waiting for domain to get an IP"), 900)
+    with index_entry_held(libvirt_pair, "alpha"):
+        wait_for("alpha to boot", lambda: said("Waiting for machine to boot"), 900)
+        time.sleep(3)
+    out, _ = proc.communicate(timeout=1800)
+
+    assert proc.returncode == 0, out
+    up = (logs / "alpha" / "up.log").read_text()
+    assert "because it is locked" in up
+    # made anew: vagrant-libvirt's `up` of the running VM would skip its private network
+    remade = up.find("$ vagrant destroy -f alpha\n")
+    assert 0 < remade < up.find("$ vagrant up alpha --provider=libvirt --provision\n"), up
+    assert "Running provisioner: shell" in (logs / "alpha" / "provision.log").read_text()
     assert left(libvirt_pair) == []
     assert libvirt_pair.ledgers() == []
 

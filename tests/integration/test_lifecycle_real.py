@@ -3,21 +3,17 @@ and after each one, nothing of the run is left running."""
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 import signal
 import subprocess
 import time
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 from lxml import etree
 
 from cdd_ci.history.store import open_history
 
-from .conftest import Project, lxc_names, wait_for
+from .conftest import Project, index_entry_held, lxc_names, wait_for
 
 pytestmark = pytest.mark.vagrant
 
@@ -122,35 +118,16 @@ def test_destroy_from_the_ledger_after_sigkill(pair: Project) -> None:
     assert pair.ledgers() == []
 
 
-def vagrant_index() -> Path:
-    return Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d") \
-        / "data" / "machine-index"
-
-
-def index_entry(project: Project, machine: str) -> str | None:
-    """The id of the machine's entry in Vagrant's host-wide index, once it has one."""
-    try:
-        machines = json.loads((vagrant_index() / "index").read_text())["machines"]
-    except (OSError, ValueError):
-        return None  # not written yet, or being rewritten
-    root = project.root.resolve()
-    return next((uuid for uuid, entry in machines.items()
-                 if entry["name"] == machine
-                 and Path(entry["vagrantfile_path"]).resolve() == root), None)
-
-
 def test_a_machine_locked_by_the_reaper_as_it_boots_is_still_provisioned(pair: Project) -> None:
     """`cdd reap` from cron beside a run: pruning Vagrant's index takes each machine's entry
-    in turn. Held as alpha's container boots, it fails alpha's `vagrant up`, and the `up`
-    run again finds the container running: vagrant-lxc then provisions nothing."""
+    in turn. Held as alpha's container boots, it fails alpha's `vagrant up`; run again on
+    the running container, vagrant-lxc's `up` would do nothing at all, so the container is
+    made anew."""
     proc = pair.start("run")
     up_log = pair.root / "reports" / "logs" / "alpha" / "up.log"
     wait_for("alpha's container to boot", lambda: up_log.exists()
              and "Waiting for machine to boot" in up_log.read_text(), 300)
-    uuid = index_entry(pair, "alpha")
-    assert uuid is not None
-    with (vagrant_index() / f"{uuid}.lock").open("w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
+    with index_entry_held(pair, "alpha"):
         # the reaper's own pruning meets the held entry too, and waits it out
         reaper = pair.start("reap")
         time.sleep(6)
@@ -158,6 +135,7 @@ def test_a_machine_locked_by_the_reaper_as_it_boots_is_still_provisioned(pair: P
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert "retrying in" in up_log.read_text()
+    assert "$ vagrant destroy -f alpha" in up_log.read_text()
     provisioned = (pair.root / "reports" / "logs" / "alpha" / "provision.log").read_text()
     assert "Running provisioner: shell" in provisioned
     assert reaper.returncode == 0, reaped

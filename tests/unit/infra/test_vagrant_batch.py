@@ -152,15 +152,19 @@ def test_a_machine_the_shared_up_found_locked_is_built_again_on_its_own(
                            "provisioning alpha"]
 
 
-def test_a_machine_found_locked_whose_own_up_provisions_nothing_is_provisioned(
-        tmp_path: Path, fake_vagrant: Path) -> None:
+def test_a_machine_found_locked_once_made_is_made_anew(tmp_path: Path,
+                                                       fake_vagrant: Path) -> None:
+    # its `up` run again on the running VM would skip its network and hostname
     (fake_vagrant / "output").write_text(ALPHA_LOCKED)
-    (fake_vagrant / "then").write_text("==> alpha: Machine already provisioned.\n")
+    (fake_vagrant / "then").write_text("==> alpha: Running provisioner: shell...\n")
+    made = tmp_path / ".vagrant" / "machines" / "alpha" / "docker"
+    made.mkdir(parents=True)
+    (made / "id").write_text("0f3a")
     failed = VagrantCli(tmp_path, "docker", dict(os.environ)).up_together(
         Seen(tmp_path / "logs").machines, timeout=60)
     assert failed == {}
     assert (fake_vagrant / "calls").read_text().splitlines()[1:] == [
-        "up alpha --provider=docker --provision", "provision alpha"]
+        "destroy -f alpha", "up alpha --provider=docker --provision"]
 
 
 def test_an_error_that_names_no_machine_fails_every_unfinished_one(

@@ -37,6 +37,7 @@ case "$1" in
     [ -f "$here/running-$2" ] && exit 0
     if [ -f "$here/locked-once-booting" ]; then
       rm "$here/locked-once-booting"; touch "$here/running-$2"
+      mkdir -p ".vagrant/machines/$2/lxc"; echo 0f3a > ".vagrant/machines/$2/lxc/id"
       echo "==> $2: Waiting for machine to boot. This may take a few minutes..."
       echo "Vagrant can't use the requested machine because it is locked! This"; exit 1
     fi
@@ -74,7 +75,12 @@ case "$1" in
     printf 'id       name   provider state   directory\n---------------------------\n'
     printf '29bfa71  broker lxc      running /srv/shop\n \n' ;;
   destroy)
-    [ -f "$here/destroy-fails" ] && { echo "The box is gone"; exit 1; } ;;
+    [ -f "$here/destroy-fails" ] && { echo "The box is gone"; exit 1; }
+    if [ -f "$here/destroy-locked" ]; then
+      rm "$here/destroy-locked"
+      echo "Vagrant can't use the requested machine because it is locked! This"; exit 1
+    fi
+    rm -rf "$here/running-$3" ".vagrant/machines/$3" ;;
   --version) echo "Vagrant 2.3.4" ;;
   plugin)
     nice > "$here/niceness"
@@ -147,30 +153,41 @@ def test_a_locked_machine_is_retried(tmp_path: Path, fake_vagrant: Path) -> None
     assert (fake_vagrant / "calls").read_text().count("up broker") == 3
 
 
-def test_a_machine_locked_once_booted_is_still_provisioned(tmp_path: Path,
-                                                         fake_vagrant: Path) -> None:
+def test_a_machine_locked_once_made_is_made_anew(tmp_path: Path, fake_vagrant: Path) -> None:
     # the lock of Vagrant's machine index taken by a `global-status --prune` elsewhere, as
-    # the container boots: the retried up finds it running and does nothing at all
+    # the container boots: an up run again on the running container would do nothing at all
     (fake_vagrant / "locked-once-booting").write_text("")
     provision, began = provisioning(tmp_path)
     lines: list[str] = []
     cli(tmp_path).up("broker", timeout=60, log=tmp_path / "up.log", on_line=lines.append,
                      provision=provision)
     assert (fake_vagrant / "calls").read_text().splitlines() == [
-        "up broker --provider=lxc --provision", "up broker --provider=lxc --provision",
-        "provision broker"]
+        "up broker --provider=lxc --provision", "destroy -f broker",
+        "up broker --provider=lxc --provision"]
     assert began == ["now"]
     assert "retrying in 1 s" in (tmp_path / "up.log").read_text()
     assert "==> broker: provisioned" in (tmp_path / "provision.log").read_text()
 
 
-def test_a_retried_up_that_provisioned_is_not_provisioned_again(tmp_path: Path,
-                                                               fake_vagrant: Path) -> None:
+def test_the_destroy_that_starts_a_machine_anew_waits_the_lock_out(tmp_path: Path,
+                                                                    fake_vagrant: Path) -> None:
+    (fake_vagrant / "locked-once-booting").write_text("")
+    (fake_vagrant / "destroy-locked").write_text("")
+    provision, _ = provisioning(tmp_path)
+    cli(tmp_path).up("broker", timeout=60, log=tmp_path / "up.log", on_line=lambda _: None,
+                     provision=provision)
+    assert (fake_vagrant / "calls").read_text().splitlines()[1:] == [
+        "destroy -f broker", "destroy -f broker", "up broker --provider=lxc --provision"]
+
+
+def test_a_machine_locked_before_it_was_made_is_just_brought_up_again(
+        tmp_path: Path, fake_vagrant: Path) -> None:
     (fake_vagrant / "locked").write_text("1")
     provision, began = provisioning(tmp_path)
     cli(tmp_path).up("broker", timeout=60, log=tmp_path / "up.log", on_line=lambda _: None,
                      provision=provision)
-    assert (fake_vagrant / "calls").read_text().count("provision") == 2  # both ups, no more
+    assert (fake_vagrant / "calls").read_text().splitlines() == [
+        "up broker --provider=lxc --provision"] * 2
     assert began == ["now"]
 
 
