@@ -58,9 +58,6 @@ case "$1" in
       mkdir -p "$CDD_SSH_CONFIG_DIR"
       printf 'Host %s\n  HostName 10.0.3.9\n' "$2" > "$CDD_SSH_CONFIG_DIR/$2"
     fi ;;
-  provision)
-    echo "==> $2: Running provisioner: shell..."
-    echo "==> $2: provisioned" ;;
   status)
     echo "1,broker,provider-name,lxc"
     echo "1,broker,state,running"
