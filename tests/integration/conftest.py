@@ -182,12 +182,18 @@ def index_entry(project: Project, machine: str) -> str | None:
 def index_entry_held(project: Project, machine: str) -> Iterator[None]:
     """Hold the machine's entry in Vagrant's index, as any Vagrant process asking the
     machine's state does for a moment (`vagrant global-status --prune` asks them all)."""
-    # Vagrant rewrites the index in place: a read can find it half written
-    wait_for(f"{machine}'s entry in Vagrant's index",
-             lambda: index_entry(project, machine) is not None, 60)
-    uuid = index_entry(project, machine)
-    assert uuid is not None
-    with (vagrant_index() / f"{uuid}.lock").open("w") as held:
+    # Vagrant rewrites the index in place: a read can find it half written, so the id is
+    # kept from the read that found it
+    found: list[str] = []
+
+    def entry_found() -> bool:
+        uuid = index_entry(project, machine)
+        if uuid is not None:
+            found.append(uuid)
+        return uuid is not None
+
+    wait_for(f"{machine}'s entry in Vagrant's index", entry_found, 60)
+    with (vagrant_index() / f"{found[0]}.lock").open("w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         yield
 

@@ -166,6 +166,7 @@ def test_a_machine_locked_in_the_shared_up_is_built_again_alone_and_provisioned(
     alpha boots: the shared `vagrant up` fails alpha, and cdd makes it anew on its own."""
     proc = libvirt_pair.start("run")
     logs = libvirt_pair.root / "reports" / "logs"
+
     def said(text: str) -> bool:
         up_log = logs / "alpha" / "up.log"
         return up_log.exists() and text in up_log.read_text()
